@@ -1,0 +1,155 @@
+"""Security: nothing from a user's file is unpickled, evaluated or written to.
+
+The source checks walk the syntax tree of every Python file in the project
+(library, scripts, benchmarks, tests), so comments and strings never trigger them.
+"""
+import ast
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+THIS = Path(__file__).name
+UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib",
+                  "marshal", "shelve"}
+
+
+def project_sources():
+    skip = {".git", ".ci-venv", "venv", ".venv", "logs", "node_modules"}
+    files = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = set(path.relative_to(ROOT).parts)
+        if parts & skip or any(p.startswith(".") for p in path.relative_to(ROOT).parts):
+            continue
+        files.append(path)
+    return files
+
+
+def parsed_sources():
+    for path in project_sources():
+        yield path.relative_to(ROOT), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def call_name(node):
+    """'np.load' for np.load(...), 'eval' for eval(...), else the last name."""
+    func = node.func
+    names = []
+    while isinstance(func, ast.Attribute):
+        names.append(func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        names.append(func.id)
+    return ".".join(reversed(names))
+
+
+def keyword(node, name):
+    for kw in node.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def is_false(value):
+    return isinstance(value, ast.Constant) and value.value is False
+
+
+def test_sources_are_found():
+    names = {p.name for p in project_sources()}
+    assert "test_security.py" in names
+    assert "atomic.py" in names
+
+
+def test_no_pickle_modules_imported():
+    offenders = []
+    for rel, tree in parsed_sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                mods = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            offenders += [f"{rel}:{node.lineno}: {m}" for m in mods
+                          if m in UNSAFE_MODULES]
+    assert offenders == []
+
+
+def test_numpy_load_never_allows_pickle():
+    """Every np.load states allow_pickle=False (a .npy/.npz can carry a pickle)."""
+    offenders = []
+    for rel, tree in parsed_sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and call_name(node) in (
+                    "np.load", "numpy.load"):
+                if not is_false(keyword(node, "allow_pickle")):
+                    offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []
+
+
+def test_no_eval_exec_or_unsafe_loaders():
+    """No eval/exec/compile of text; no yaml.load; Keras unsafe mode never enabled."""
+    offenders = []
+    for rel, tree in parsed_sources():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = call_name(node)
+            where = f"{rel}:{node.lineno}: {name}"
+            if name in ("eval", "exec", "compile", "__import__", "builtins.eval",
+                        "builtins.exec", "os.system"):
+                offenders.append(where)
+            if name.endswith("enable_unsafe_deserialization"):
+                offenders.append(where)
+            # This file turns safe mode off once, on purpose, to prove its payload.
+            if is_false(keyword(node, "safe_mode")) and rel.name != THIS:
+                offenders.append(where + " safe_mode=False")
+            if name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load"):
+                offenders.append(where)
+            shell = keyword(node, "shell")
+            if isinstance(shell, ast.Constant) and shell.value is True:
+                offenders.append(where + " shell=True")
+    assert offenders == []
+
+
+def test_keras_files_are_loaded_in_safe_mode():
+    """Every keras load_model / Lambda deserialisation keeps safe mode (the default)."""
+    offenders = []
+    for rel, tree in parsed_sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and call_name(node).endswith("load_model"):
+                mode = keyword(node, "safe_mode")
+                if rel.name != THIS and mode is not None and not (isinstance(mode, ast.Constant)
+                                             and mode.value is True):
+                    offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []
+
+
+def _evil_keras_file(tmp_path):
+    """A .keras file whose Lambda layer would create `marker` when deserialised."""
+    import keras
+    marker = tmp_path / "pwned"
+
+    def make_payload(target):
+        return lambda x: (open(target, "w").close(), x)[1]
+
+    payload = make_payload(str(marker))
+    inputs = keras.Input((8, 8, 3), name="image")
+    model = keras.Model(inputs, keras.layers.Lambda(payload)(inputs))
+    path = tmp_path / "evil.keras"
+    model.save(path)
+    marker.unlink(missing_ok=True)
+    return path, marker
+
+
+def test_evil_keras_file_is_refused_by_keras_safe_mode(tmp_path):
+    """The attack works only with safe mode off: the test's payload is real."""
+    import keras
+    path, marker = _evil_keras_file(tmp_path)
+    with pytest.raises(Exception):
+        keras.saving.load_model(path)
+    assert not marker.exists()
+    keras.saving.load_model(path, safe_mode=False)
+    assert marker.exists()
