@@ -1,0 +1,139 @@
+"""mAP on crafted detections with hand-computed answers, and agreement with
+pycocotools' AP50."""
+import json
+
+import numpy as np
+import pytest
+
+from yolo3 import evaluation as ev
+from yolo3.errors import UserError
+
+# Two images, class 0: A has g1, g2; B has g3.
+GT = [np.array([[0, 0, 10, 10, 0], [20, 20, 30, 30, 0], [40, 40, 60, 60, 1]]),
+      np.array([[0, 0, 10, 10, 0]])]
+
+
+def dets(rows):
+    """rows of (x0, y0, x1, y1, score, class) -> (boxes, scores, classes)."""
+    rows = np.array(rows, dtype=float).reshape(-1, 6)
+    return rows[:, :4], rows[:, 4], rows[:, 5].astype(int)
+
+
+# Score order: d1 TP (g1), d2 duplicate of g1 FP, d3 FP (nothing there), d4 TP (g3),
+# d5 TP (g2); class 1 (gt in A) is never detected; class 2 has a detection only.
+DETS = [dets([[0, 0, 10, 10, .9, 0], [1, 0, 10, 10, .8, 0], [20, 20, 30, 30, .5, 0],
+              [0, 0, 5, 5, .95, 2]]),
+        dets([[50, 50, 60, 60, .7, 0], [0, 0, 10, 10.5, .6, 0]])]
+# precision 1, 1/2, 1/3, 2/4, 3/5 at recall 1/3, 1/3, 1/3, 2/3, 1:
+# all-point: 1/3 * 1 + 1/3 * .6 + 1/3 * .6 = 0.7333
+# 11-point: t = 0, .1, .2, .3 -> 1; t = .4 ... 1 (7 points) -> .6; (4 + 4.2) / 11
+AP_ALL = (1 + .6 + .6) / 3
+AP_11 = (4 * 1 + 7 * .6) / 11
+
+
+def test_hand_computed_ap_with_duplicate_and_unmatched_classes():
+    report, curves = ev.evaluate(GT, DETS, ["a", "b", "c", "d"])
+    a = report["per_class"]["a"]
+    assert (a["gt"], a["detections"], a["tp"]) == (3, 5, 3)
+    assert a["AP50"] == pytest.approx(AP_ALL)
+    assert a["AP50_11point"] == pytest.approx(AP_11)
+    np.testing.assert_allclose(curves["a"][1], [1, 1 / 2, 1 / 3, 2 / 4, 3 / 5])
+    np.testing.assert_allclose(curves["a"][0], [1 / 3, 1 / 3, 1 / 3, 2 / 3, 1])
+    # class b: ground truth, no detection -> AP 0, counted in the mean.
+    assert report["per_class"]["b"]["AP50"] == 0
+    # class c: detections but no ground truth -> reported, left out of the mean;
+    # class d: neither -> only listed as without ground truth.
+    assert report["per_class"]["c"]["AP50"] is None
+    assert "d" not in report["per_class"]
+    assert report["classes_without_ground_truth"] == ["c", "d"]
+    assert report["mAP50"] == pytest.approx((AP_ALL + 0) / 2)
+    assert report["mAP50_11point"] == pytest.approx((AP_11 + 0) / 2)
+
+
+def test_voc_ap_formulas():
+    assert ev.voc_ap([0.5, 1.0], [1.0, 0.5]) == pytest.approx(0.5 * 1 + 0.5 * 0.5)
+    # the dip in precision is filled by the later higher value (monotone envelope)
+    assert ev.voc_ap([0.25, 0.5, 0.75], [1.0, 0.4, 0.6]) == pytest.approx(.25 + .25 * .6 + .25 * .6)
+    # 11-point: recall reaches .5 with precision 1 -> t = 0 ... .5 -> 6 / 11
+    assert ev.voc_ap([0.5], [1.0], use_07_metric=True) == pytest.approx(6 / 11)
+    assert ev.voc_ap([], []) == 0
+
+
+def test_iou_threshold_is_inclusive_and_no_fallback_to_second_box():
+    gt = [np.array([[0, 0, 10, 10, 0], [5, 0, 15, 10, 0]])]
+    # IoU([0,0,10,5], g1) = 50 / 100 = 0.5 exactly -> a true positive
+    half = ev.evaluate_voc(gt, [dets([[0, 0, 10, 5, .9, 0]])], 1)[0]
+    assert half["tp"] == 1
+    # b = [2,0,12,10]: IoU 80/120 with g1 (already taken by a), 70/130 with g2.
+    # VOC rule: b takes its best box g1, which is taken -> false positive.
+    both = ev.evaluate_voc(gt, [dets([[0, 0, 10, 10, .9, 0], [2, 0, 12, 10, .8, 0]])], 1)[0]
+    assert both["tp"] == 1
+    assert both["ap"] == pytest.approx(0.5)
+
+
+def test_image_without_boxes_counts_as_negative():
+    gt = [np.array([[0, 0, 10, 10, 0]]), np.zeros((0, 5))]
+    det = [dets([[0, 0, 10, 10, .5, 0]]), dets([[0, 0, 10, 10, .9, 0]])]
+    row = ev.evaluate_voc(gt, det, 1)[0]
+    # FP at .9 first, then the TP: precision 1/2 at recall 1 -> AP 0.5
+    assert row["ap"] == pytest.approx(0.5)
+
+
+def test_bad_class_id_is_a_user_error():
+    with pytest.raises(UserError, match="class id 5 outside 0..1"):
+        ev.evaluate_voc([np.array([[0, 0, 1, 1, 5]])], [dets([])], 2)
+
+
+def random_scene(rng, n_images=30, n_classes=3):
+    """Well separated ground truth (so both matchers agree) and noisy detections."""
+    gts, dts = [], []
+    for _ in range(n_images):
+        k = rng.integers(0, 6)
+        cells = rng.choice(16, size=k, replace=False)
+        x0, y0 = (cells % 4) * 100 + 5, (cells // 4) * 100 + 5
+        wh = rng.uniform(30, 80, size=(k, 2))
+        gt = np.stack([x0, y0, x0 + wh[:, 0], y0 + wh[:, 1], rng.integers(0, n_classes, k)], 1)
+        rows = []
+        for box in gt.reshape(-1, 5):
+            for _ in range(rng.integers(0, 3)):   # misses, hits and duplicates
+                jitter = rng.normal(0, 6, 4)
+                cls = box[4] if rng.random() < .85 else rng.integers(0, n_classes)
+                rows.append([*(box[:4] + jitter), rng.random(), cls])
+        for _ in range(rng.integers(0, 4)):       # background false positives
+            x, y = rng.uniform(0, 350, 2)
+            rows.append([x, y, x + 40, y + 40, rng.random() * .6, rng.integers(0, n_classes)])
+        gts.append(gt.reshape(-1, 5))
+        dts.append(dets(rows))
+    return gts, dts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ap50_agrees_with_pycocotools(seed):
+    gts, dts = random_scene(np.random.default_rng(seed))
+    report, _ = ev.evaluate(gts, dts, ["x", "y", "z"])
+    # COCO samples the same monotone PR envelope at 101 recall points; the
+    # difference from the all-point integral is at most one step of 1/100 per class.
+    assert report["coco"]["AP50"] == pytest.approx(report["mAP50"], abs=0.012)
+    assert 0.2 < report["mAP50"] < 0.95
+
+
+def test_coco_per_class_ap_and_perfect_detections():
+    gt = [np.array([[0, 0, 10, 10, 0], [20, 20, 40, 40, 1]])]
+    det = [dets([[0, 0, 10, 10, .9, 0], [20, 20, 40, 40, .8, 1]])]
+    report, _ = ev.evaluate(gt, det, ["a", "b"])
+    assert report["mAP50"] == 1 and report["mAP"] == pytest.approx(1)
+    assert report["per_class"]["a"]["AP"] == pytest.approx(1)
+    empty, _ = ev.evaluate(gt, [dets([])], ["a", "b"])
+    assert empty["mAP50"] == 0 and empty["mAP"] == 0
+
+
+def test_table_json_and_plot(tmp_path):
+    report, curves = ev.evaluate(GT, DETS, ["a", "b", "c", "d"])
+    table = ev.format_table(report)
+    assert "mAP50 (VOC all-point, IoU 0.5) = 0.3667 over 2 classes" in table
+    assert ev.format_table(report, voc07=True).splitlines()[1].split()[4] == f"{AP_11:.3f}"
+    ev.write_json(report, tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert {"mAP50", "mAP", "per_class"} <= set(data)
+    ev.plot_pr_curves(curves, report, tmp_path / "pr.png")
+    assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,282 @@
+"""Detection quality: VOC AP@0.5 (all-point and 11-point) and COCO AP through
+pycocotools, a per-class table, precision-recall plots, and a Keras callback that
+logs the validation mAP50 during training.
+
+Inputs everywhere: per image, ground truth (n, 5) `x_min, y_min, x_max, y_max,
+class` and detections (boxes (k, 4) `x_min, y_min, x_max, y_max`, scores (k,),
+classes (k,)), all in image pixels. Boxes are continuous coordinates: area =
+(x_max - x_min) * (y_max - y_min), no "+1" (as pycocotools).
+"""
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+
+from .atomic import atomic_open, atomic_path
+from .errors import UserError
+
+IOU_THRESHOLD = 0.5
+COCO_KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl",
+             "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+def voc_ap(recall, precision, use_07_metric=False):
+    """Area under the PR curve, as the VOC devkit computes it.
+
+    All-point (VOC 2010+): make precision monotone decreasing from the right,
+    then sum (r[i+1] - r[i]) * p[i+1] over the points where recall changes.
+    11-point (VOC 2007): mean over t in {0, .1, ..., 1} of max(p[r >= t]) (0 if none).
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    if use_07_metric:
+        total = 0.0
+        for t in np.linspace(0.0, 1.0, 11):
+            above = precision[recall >= t - 1e-12]
+            total += above.max() if above.size else 0.0
+        return total / 11.0
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    changes = np.nonzero(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
+
+
+def iou_matrix(a, b):
+    """IoU of every box in a (n, 4) with every box in b (m, 4), xyxy -> (n, m)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def match_image(gt_boxes, det_boxes, det_scores, iou_threshold=IOU_THRESHOLD):
+    """True-positive flags for one image and one class (VOC devkit rule).
+
+    In descending score order each detection takes the ground-truth box it overlaps
+    most; it is a true positive when IoU >= threshold and that box is still free.
+    A second detection of a taken box is a false positive (no fall-back to the
+    next best box, as in the VOC devkit).
+    """
+    tp = np.zeros(len(det_scores), dtype=bool)
+    if len(gt_boxes) == 0 or len(det_scores) == 0:
+        return tp
+    order = np.argsort(-np.asarray(det_scores), kind="stable")
+    ious = iou_matrix(np.asarray(det_boxes)[order], gt_boxes)
+    best = ious.argmax(axis=1)
+    hit = np.nonzero(ious[np.arange(len(order)), best] >= iou_threshold)[0]
+    # Among hits (already in score order), only the first claim on each box counts.
+    _, first = np.unique(best[hit], return_index=True)
+    tp[order[hit[first]]] = True
+    return tp
+
+
+def _check_inputs(ground_truth, detections, num_classes):
+    if len(ground_truth) != len(detections):
+        raise ValueError(f"{len(ground_truth)} ground-truth images but "
+                         f"{len(detections)} detection lists")
+    gts, dets = [], []
+    for gt, det in zip(ground_truth, detections):
+        gt = np.asarray(gt, dtype=np.float64).reshape(-1, 5)
+        boxes, scores, classes = det
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        classes = np.asarray(classes).reshape(-1).astype(np.int64)
+        for ids in (gt[:, 4].astype(np.int64), classes):
+            bad = ids[(ids < 0) | (ids >= num_classes)]
+            if bad.size:
+                raise UserError(f"class id {int(bad[0])} outside 0..{num_classes - 1} "
+                                f"({num_classes} classes)")
+        gts.append(gt)
+        dets.append((boxes, scores, classes))
+    return gts, dets
+
+
+def evaluate_voc(ground_truth, detections, num_classes, iou_threshold=IOU_THRESHOLD):
+    """Per-class VOC AP at one IoU threshold -> list of dicts (one per class) with
+    gt, detections, tp, ap (all-point), ap_11point, precision, recall (arrays)."""
+    gts, dets = _check_inputs(ground_truth, detections, num_classes)
+    per_class = []
+    for c in range(num_classes):
+        scores, flags, n_gt = [], [], 0
+        for gt, (boxes, det_scores, classes) in zip(gts, dets):
+            gt_c = gt[gt[:, 4] == c, :4]
+            n_gt += len(gt_c)
+            sel = classes == c
+            scores.append(det_scores[sel])
+            flags.append(match_image(gt_c, boxes[sel], det_scores[sel], iou_threshold))
+        scores = np.concatenate(scores)
+        flags = np.concatenate(flags)
+        order = np.argsort(-scores, kind="stable")
+        tp = np.cumsum(flags[order])
+        fp = np.cumsum(~flags[order])
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        recall = tp / n_gt if n_gt else np.zeros_like(precision)
+        per_class.append({
+            "gt": n_gt, "detections": int(len(scores)), "tp": int(flags.sum()),
+            "ap": voc_ap(recall, precision) if n_gt else None,
+            "ap_11point": voc_ap(recall, precision, True) if n_gt else None,
+            "precision": precision, "recall": recall})
+    return per_class
+
+
+def coco_ground_truth(ground_truth, num_classes, image_sizes=None):
+    """A pycocotools COCO object built in memory (image ids 0.., category id =
+    class id + 1, annotation ids from 1: pycocotools treats id 0 as 'unmatched')."""
+    from pycocotools.coco import COCO
+
+    images, annotations = [], []
+    for i, gt in enumerate(ground_truth):
+        width, height = image_sizes[i] if image_sizes is not None else (0, 0)
+        images.append({"id": i, "width": int(width), "height": int(height)})
+        for x0, y0, x1, y1, c in np.asarray(gt, dtype=np.float64).reshape(-1, 5):
+            w, h = x1 - x0, y1 - y0
+            annotations.append({"id": len(annotations) + 1, "image_id": i,
+                                "category_id": int(c) + 1, "bbox": [x0, y0, w, h],
+                                "area": w * h, "iscrowd": 0})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": annotations,
+                    "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def evaluate_coco(ground_truth, detections, num_classes, image_sizes=None):
+    """COCO metrics by pycocotools' COCOeval -> (summary dict, per-class AP list
+    (None for classes without ground truth))."""
+    from pycocotools.cocoeval import COCOeval
+
+    gts, dets = _check_inputs(ground_truth, detections, num_classes)
+    coco_gt = coco_ground_truth(gts, num_classes, image_sizes)
+    results = []
+    for i, (boxes, scores, classes) in enumerate(dets):
+        for (x0, y0, x1, y1), s, c in zip(boxes, scores, classes):
+            results.append({"image_id": i, "category_id": int(c) + 1,
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)})
+    present = set(np.concatenate([gt[:, 4] for gt in gts]).astype(int).tolist())
+    has_gt = [c in present for c in range(num_classes)]
+    if not results or not coco_gt.dataset["annotations"]:
+        per_class = [0.0 if h else None for h in has_gt]
+        return dict.fromkeys(COCO_KEYS, 0.0), per_class
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # -1 marks "no ground truth in this area range": report it as 0.
+    summary = {k: max(float(v), 0.0) for k, v in zip(COCO_KEYS, evaluator.stats)}
+    # precision[T, R, K, A, M]: all areas (A=0), 100 detections (M=-1).
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    per_class = []
+    for c in range(num_classes):
+        values = precision[:, :, c]
+        per_class.append(float(values[values > -1].mean()) if has_gt[c] else None)
+    return summary, per_class
+
+
+def evaluate(ground_truth, detections, class_names, image_sizes=None, coco=True):
+    """Full report: VOC AP50 (all-point and 11-point) and COCO metrics per class.
+
+    mAP50 = mean all-point VOC AP@0.5 over classes that have ground truth; mAP =
+    COCO AP@[.5:.95]. Classes without ground truth are listed and left out.
+    """
+    num_classes = len(class_names)
+    voc = evaluate_voc(ground_truth, detections, num_classes)
+    if coco:
+        summary, coco_ap = evaluate_coco(ground_truth, detections, num_classes, image_sizes)
+    else:
+        summary, coco_ap = None, [None] * num_classes
+    per_class, curves, missing = {}, {}, []
+    for c, (name, v) in enumerate(zip(class_names, voc)):
+        if v["gt"] == 0:
+            missing.append(name)
+            if v["detections"] == 0:
+                continue
+        per_class[name] = {"id": c, "gt": v["gt"], "detections": v["detections"],
+                           "tp": v["tp"], "AP50": v["ap"], "AP50_11point": v["ap_11point"],
+                           "AP": coco_ap[c]}
+        if v["gt"]:
+            curves[name] = (v["recall"], v["precision"])
+    scored = [v for v in voc if v["gt"]]
+    report = {
+        "images": len(ground_truth),
+        "mAP50": float(np.mean([v["ap"] for v in scored])) if scored else 0.0,
+        "mAP50_11point": float(np.mean([v["ap_11point"] for v in scored])) if scored else 0.0,
+        "mAP": summary["AP"] if summary else None,
+        "coco": summary,
+        "per_class": per_class,
+        "classes_without_ground_truth": missing,
+    }
+    return report, curves
+
+
+def _fmt(value):
+    return "    -" if value is None else f"{value:.3f}"
+
+
+def format_table(report, voc07=False):
+    """Per-class table and summary lines as text."""
+    key = "AP50_11point" if voc07 else "AP50"
+    head = "AP50(11pt)" if voc07 else "AP50"
+    width = max([5] + [len(n) for n in report["per_class"]])
+    lines = [f"{'class':<{width}}  {'gt':>5}  {'dets':>6}  {'tp':>5}  {head:>10}  {'AP':>6}"]
+    for name, row in report["per_class"].items():
+        lines.append(f"{name:<{width}}  {row['gt']:>5}  {row['detections']:>6}  {row['tp']:>5}"
+                     f"  {_fmt(row[key]):>10}  {_fmt(row['AP']):>6}")
+    mean = report["mAP50_11point"] if voc07 else report["mAP50"]
+    counted = sum(1 for r in report["per_class"].values() if r["gt"])
+    lines.append(f"{'mean':<{width}}  {'':>5}  {'':>6}  {'':>5}  {_fmt(mean):>10}  "
+                 f"{_fmt(report['mAP']):>6}")
+    lines.append(f"mAP50 ({'VOC07 11-point' if voc07 else 'VOC all-point'}, IoU 0.5) = "
+                 f"{mean:.4f} over {counted} classes with ground truth, "
+                 f"{report['images']} images")
+    if report["coco"]:
+        lines.append("COCO: " + ", ".join(f"{k} {report['coco'][k]:.4f}" for k in COCO_KEYS[:6]))
+    if report["classes_without_ground_truth"]:
+        lines.append(f"{len(report['classes_without_ground_truth'])} classes without ground "
+                     "truth (left out of the means)")
+    return "\n".join(lines)
+
+
+def write_json(report, path):
+    """Write the report (no curves) as JSON, atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+
+
+def plot_pr_curves(curves, report, path):
+    """One precision-recall panel per class with ground truth, in a grid (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise UserError("no class has ground truth: nothing to plot")
+    cols = math.ceil(math.sqrt(len(curves)))
+    rows = math.ceil(len(curves) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.2 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax in axes.flat[len(curves):]:
+        ax.axis("off")
+    for ax, (name, (recall, precision)) in zip(axes.flat, curves.items()):
+        ax.plot(recall, precision, lw=1)
+        ax.set_title(f"{name} AP50 {report['per_class'][name]['AP50']:.2f}", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=6)
+    fig.supxlabel("recall")
+    fig.supylabel("precision")
+    fig.tight_layout()
+    with atomic_path(path) as temp:
+        fig.savefig(temp, format="png", dpi=80)
+    plt.close(fig)
