@@ -18,8 +18,12 @@ MODEL_KINDS = {9: "YOLOv3 (3 heads)", 6: "tiny-YOLOv3 (2 heads)"}
 def get_anchors(path):
     """Read `w,h, w,h, ...` (one line, commas, spaces allowed) -> float32 (N, 2)."""
     path = str(path)
-    with open(path, encoding="utf-8-sig") as handle:
-        text = handle.read()
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a UTF-8 text file ({exc.reason} at byte "
+                        f"{exc.start})") from None
     tokens = [t for t in text.replace("\n", ",").replace(" ", "").split(",") if t]
     values = []
     for token in tokens:
