@@ -1,0 +1,543 @@
+"""YOLOv3 and tiny-YOLOv3 in Keras 3: networks, decoding, training targets, loss.
+
+Keeps the public API of keras-yolo3's yolo3/model.py. The networks, the decoding
+(yolo_head ... yolo_boxes_and_scores) and the loss use keras.ops only, so they run on
+every Keras backend; non-max suppression is the one backend-specific step.
+
+Layer names follow the darknet layer index of yolov3.cfg / yolov3-tiny.cfg:
+conv_NNN, bn_NNN, leaky_NNN (convolutional layer NNN), pad_NNN (the top-left padding
+of stride-2 convolution NNN), add_NNN (shortcut), concat_NNN (two-layer route),
+upsample_NNN, maxpool_NNN. Pretrained weights, checkpoints and converted darknet files
+load by these names.
+"""
+from functools import reduce
+
+import numpy as np
+import keras
+from keras import layers, ops
+
+from .anchors import YOLO_MASK, TINY_MASK, anchor_masks
+
+L2_DECAY = 5e-4
+YOLO_OUTPUT_CONVS = ("conv_081", "conv_093", "conv_105")
+TINY_OUTPUT_CONVS = ("conv_015", "conv_022")
+DARKNET53_LAST_LAYER = 74   # the last shortcut of Darknet53 in yolov3.cfg
+TINY_BODY_LAST_LAYER = 8    # tiny's 256-channel feature map (the original's 20 layers)
+
+
+def compose(*funcs):
+    """compose(f, g, h)(x) = h(g(f(x)))."""
+    if not funcs:
+        raise ValueError("Composition of empty sequence not supported.")
+    return reduce(lambda f, g: lambda *a, **kw: g(f(*a, **kw)), funcs)
+
+
+class LayerIndex:
+    """Hands out darknet layer indexes in cfg order, for deterministic layer names."""
+
+    def __init__(self, start=0):
+        self.next_index = start
+
+    def take(self):
+        index = self.next_index
+        self.next_index += 1
+        return index
+
+    def skip(self, count=1):
+        """Darknet layers without a Keras layer ([yolo], one-layer [route])."""
+        self.next_index += count
+
+
+def _name(prefix, index):
+    return None if index is None else f"{prefix}_{index:03d}"
+
+
+def DarknetConv2D(*args, index=None, **kwargs):
+    """Conv2D with darknet's L2 decay and padding (stride 2: 'valid' after a
+    ZeroPadding2D of one row on top and one column on the left)."""
+    conv_kwargs = {"kernel_regularizer": keras.regularizers.L2(L2_DECAY)}
+    strides = kwargs.get("strides", (1, 1))
+    conv_kwargs["padding"] = "valid" if tuple(np.broadcast_to(strides, 2)) == (2, 2) else "same"
+    conv_kwargs.update(kwargs)
+    conv = layers.Conv2D(*args, name=_name("conv", index), **conv_kwargs)
+    if conv_kwargs["padding"] == "valid" and tuple(np.broadcast_to(strides, 2)) == (2, 2):
+        return compose(layers.ZeroPadding2D(((1, 0), (1, 0)), name=_name("pad", index)), conv)
+    return conv
+
+
+def DarknetConv2D_BN_Leaky(*args, index=None, **kwargs):
+    """DarknetConv2D without bias, then BatchNormalization and LeakyReLU(0.1)."""
+    kwargs = {"use_bias": False, **kwargs}
+    return compose(
+        DarknetConv2D(*args, index=index, **kwargs),
+        layers.BatchNormalization(name=_name("bn", index)),
+        layers.LeakyReLU(negative_slope=0.1, name=_name("leaky", index)))
+
+
+def _take(index):
+    return None if index is None else index.take()
+
+
+def resblock_body(x, num_filters, num_blocks, index=None):
+    """A stride-2 3x3 convolution, then num_blocks x [1x1 f/2, 3x3 f, shortcut]."""
+    x = DarknetConv2D_BN_Leaky(num_filters, (3, 3), strides=(2, 2), index=_take(index))(x)
+    for _ in range(num_blocks):
+        y = DarknetConv2D_BN_Leaky(num_filters // 2, (1, 1), index=_take(index))(x)
+        y = DarknetConv2D_BN_Leaky(num_filters, (3, 3), index=_take(index))(y)
+        x = layers.Add(name=_name("add", _take(index)))([x, y])
+    return x
+
+
+def _darknet_stages(x, index=None):
+    """Darknet53 (52 convolutions); returns the 256-, 512- and 1024-channel maps
+    (strides 8, 16, 32), the skip connections of yolo_body."""
+    x = DarknetConv2D_BN_Leaky(32, (3, 3), index=_take(index))(x)
+    x = resblock_body(x, 64, 1, index)
+    x = resblock_body(x, 128, 2, index)
+    stride8 = resblock_body(x, 256, 8, index)
+    stride16 = resblock_body(stride8, 512, 8, index)
+    stride32 = resblock_body(stride16, 1024, 4, index)
+    return stride8, stride16, stride32
+
+
+def darknet_body(x, index=None):
+    """Darknet53 body: 52 convolutions, output stride 32."""
+    return _darknet_stages(x, index)[2]
+
+
+def make_last_layers(x, num_filters, out_filters, index=None):
+    """Five alternating 1x1/3x3 convolutions (-> x), then 3x3 and a linear 1x1 with
+    bias giving the head's raw output (-> y)."""
+    for size, filters in ((1, num_filters), (3, num_filters * 2), (1, num_filters),
+                          (3, num_filters * 2), (1, num_filters)):
+        x = DarknetConv2D_BN_Leaky(filters, (size, size), index=_take(index))(x)
+    y = DarknetConv2D_BN_Leaky(num_filters * 2, (3, 3), index=_take(index))(x)
+    y = DarknetConv2D(out_filters, (1, 1), index=_take(index))(y)
+    return x, y
+
+
+def _upsample_and_join(x, skip, filters, index):
+    """[route -4 back to x], 1x1 conv, upsample x2, route-concat with the skip map."""
+    if index is not None:
+        index.skip(2)   # the head's [yolo] and the one-layer [route]
+    x = DarknetConv2D_BN_Leaky(filters, (1, 1), index=_take(index))(x)
+    x = layers.UpSampling2D(2, name=_name("upsample", _take(index)))(x)
+    return layers.Concatenate(name=_name("concat", _take(index)))([x, skip])
+
+
+def yolo_body(inputs, num_anchors, num_classes):
+    """YOLOv3: three heads at strides 32, 16, 8, each with num_anchors anchors."""
+    index = LayerIndex()
+    out_filters = num_anchors * (num_classes + 5)
+    stride8, stride16, stride32 = _darknet_stages(inputs, index)
+    x, y1 = make_last_layers(stride32, 512, out_filters, index)
+    x = _upsample_and_join(x, stride16, 256, index)
+    x, y2 = make_last_layers(x, 256, out_filters, index)
+    x = _upsample_and_join(x, stride8, 128, index)
+    x, y3 = make_last_layers(x, 128, out_filters, index)
+    return keras.Model(inputs, [y1, y2, y3], name="yolo_body")
+
+
+def tiny_yolo_body(inputs, num_anchors, num_classes):
+    """tiny-YOLOv3: two heads at strides 32 and 16 (13 convolutions)."""
+    index = LayerIndex()
+    out_filters = num_anchors * (num_classes + 5)
+
+    def conv(filters, size):
+        return DarknetConv2D_BN_Leaky(filters, (size, size), index=index.take())
+
+    def maxpool(strides):
+        return layers.MaxPooling2D(2, strides, padding="same",
+                                   name=_name("maxpool", index.take()))
+
+    # Layers are created in darknet order, so each takes the next index.
+    x = inputs
+    for filters in (16, 32, 64, 128):
+        x = conv(filters, 3)(x)
+        x = maxpool(2)(x)
+    x1 = conv(256, 3)(x)
+    x = maxpool(2)(x1)
+    x = conv(512, 3)(x)
+    x = maxpool(1)(x)
+    x = conv(1024, 3)(x)
+    x2 = conv(256, 1)(x)
+    y1 = conv(512, 3)(x2)
+    y1 = DarknetConv2D(out_filters, (1, 1), index=index.take())(y1)
+    x = _upsample_and_join(x2, x1, 128, index)
+    y2 = conv(256, 3)(x)
+    y2 = DarknetConv2D(out_filters, (1, 1), index=index.take())(y2)
+    return keras.Model(inputs, [y1, y2], name="tiny_yolo_body")
+
+
+def darknet_index(layer_name):
+    """The darknet layer index in a deterministic layer name ('conv_081' -> 81)."""
+    prefix, _, number = layer_name.rpartition("_")
+    return int(number) if prefix and number.isdigit() else None
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+
+def _swap_xy(t):
+    """(..., 2) x,y <-> y,x (backend-neutral; no negative-step slicing)."""
+    return ops.concatenate([t[..., 1:2], t[..., 0:1]], axis=-1)
+
+
+def yolo_head(feats, anchors, num_classes, input_shape, calc_loss=False):
+    """Raw head output -> box xy (cell offset + sigmoid, over the grid), wh
+    (exp * anchor over the input size), objectness and class probabilities."""
+    num_anchors = len(anchors)
+    dtype = feats.dtype
+    anchors_tensor = ops.reshape(ops.convert_to_tensor(np.asarray(anchors, "float32"),
+                                                      dtype=dtype), (1, 1, 1, num_anchors, 2))
+    shape = ops.shape(feats)
+    grid_h, grid_w = shape[1], shape[2]
+    grid_y = ops.tile(ops.reshape(ops.arange(grid_h), (-1, 1, 1, 1)), (1, grid_w, 1, 1))
+    grid_x = ops.tile(ops.reshape(ops.arange(grid_w), (1, -1, 1, 1)), (grid_h, 1, 1, 1))
+    grid = ops.cast(ops.concatenate([grid_x, grid_y], axis=-1), dtype)
+
+    feats = ops.reshape(feats, (-1, grid_h, grid_w, num_anchors, num_classes + 5))
+    grid_wh = ops.cast(ops.stack([grid_w, grid_h]), dtype)
+    input_wh = ops.cast(_swap_xy(ops.convert_to_tensor(input_shape)), dtype)
+    box_xy = (ops.sigmoid(feats[..., :2]) + grid) / grid_wh
+    box_wh = ops.exp(feats[..., 2:4]) * anchors_tensor / input_wh
+    box_confidence = ops.sigmoid(feats[..., 4:5])
+    box_class_probs = ops.sigmoid(feats[..., 5:])
+    if calc_loss:
+        return grid, feats, box_xy, box_wh
+    return box_xy, box_wh, box_confidence, box_class_probs
+
+
+def yolo_correct_boxes(box_xy, box_wh, input_shape, image_shape):
+    """Undo the letterbox: relative boxes in the network input -> (y_min, x_min,
+    y_max, x_max) in image pixels. image_shape is (h, w), or (batch, h, w) with
+    box tensors of rank 5 (batch first)."""
+    dtype = box_xy.dtype
+    box_yx = _swap_xy(box_xy)
+    box_hw = _swap_xy(box_wh)
+    input_shape = ops.cast(ops.convert_to_tensor(input_shape), dtype)
+    image_shape = ops.cast(ops.convert_to_tensor(image_shape), dtype)
+    if len(image_shape.shape) == 2:     # one (h, w) per image: broadcast over the grid
+        image_shape = ops.reshape(image_shape, (-1, 1, 1, 1, 2))
+    scale_min = ops.min(input_shape / image_shape, axis=-1, keepdims=True)
+    new_shape = ops.round(image_shape * scale_min)
+    offset = (input_shape - new_shape) / 2.0 / input_shape
+    scale = input_shape / new_shape
+    box_yx = (box_yx - offset) * scale
+    box_hw = box_hw * scale
+    box_mins = box_yx - box_hw / 2.0
+    box_maxes = box_yx + box_hw / 2.0
+    boxes = ops.concatenate([box_mins, box_maxes], axis=-1)
+    return boxes * ops.concatenate([image_shape, image_shape], axis=-1)
+
+
+def yolo_boxes_and_scores(feats, anchors, num_classes, input_shape, image_shape):
+    """One head -> boxes (n, 4) in image pixels and box scores (n, num_classes)."""
+    box_xy, box_wh, box_confidence, box_class_probs = yolo_head(
+        feats, anchors, num_classes, input_shape)
+    boxes = yolo_correct_boxes(box_xy, box_wh, input_shape, image_shape)
+    boxes = ops.reshape(boxes, (-1, 4))
+    box_scores = ops.reshape(box_confidence * box_class_probs, (-1, num_classes))
+    return boxes, box_scores
+
+
+def _input_shape(yolo_outputs):
+    shape = ops.shape(yolo_outputs[0])
+    return ops.stack([shape[1] * 32, shape[2] * 32])
+
+
+def decode_batch(yolo_outputs, anchors, num_classes, image_shapes, mask=None):
+    """All heads of a batch -> boxes (B, N, 4) in each image's pixels and box
+    scores (B, N, num_classes); image_shapes is (B, 2) as (h, w)."""
+    anchors = np.asarray(anchors, "float32")
+    mask = anchor_masks(len(anchors), mask)
+    input_shape = _input_shape(yolo_outputs)
+    batch = ops.shape(yolo_outputs[0])[0]
+    all_boxes, all_scores = [], []
+    for head, feats in enumerate(yolo_outputs):
+        box_xy, box_wh, confidence, class_probs = yolo_head(
+            feats, anchors[mask[head]], num_classes, input_shape)
+        boxes = yolo_correct_boxes(box_xy, box_wh, input_shape, image_shapes)
+        all_boxes.append(ops.reshape(boxes, (batch, -1, 4)))
+        all_scores.append(ops.reshape(confidence * class_probs, (batch, -1, num_classes)))
+    return ops.concatenate(all_boxes, axis=1), ops.concatenate(all_scores, axis=1)
+
+
+def _box_area(boxes):
+    return np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+
+
+def _nms_numpy(boxes, scores, max_boxes, iou_threshold):
+    """Greedy NMS as tf.image.non_max_suppression: highest score first, drop boxes
+    whose IoU with a kept box exceeds iou_threshold. Returns kept indexes."""
+    corners = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]),
+                              np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
+    areas = _box_area(corners)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size and len(keep) < max_boxes:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        mins = np.maximum(corners[best, :2], corners[rest, :2])
+        maxes = np.minimum(corners[best, 2:], corners[rest, 2:])
+        inter = np.prod(np.maximum(maxes - mins, 0), axis=1)
+        union = areas[best] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _nms_tensorflow(boxes, scores, max_boxes, iou_threshold):
+    import tensorflow as tf
+    return tf.image.non_max_suppression(boxes, scores, max_boxes,
+                                        iou_threshold=iou_threshold).numpy()
+
+
+def non_max_suppression(boxes, scores, max_boxes=20, score_threshold=.6, iou_threshold=.5):
+    """One image: boxes (N, 4), scores (N, C) -> per-class NMS (at most max_boxes
+    per class) of the boxes scoring >= score_threshold; returns numpy (boxes,
+    scores, classes) concatenated class by class, as the original yolo_eval."""
+    boxes = np.asarray(boxes, np.float32)
+    scores = np.asarray(scores, np.float32)
+    nms = _nms_tensorflow if keras.backend.backend() == "tensorflow" else _nms_numpy
+    out_boxes, out_scores, out_classes = [], [], []
+    for c in range(scores.shape[1]):
+        candidates = np.flatnonzero(scores[:, c] >= score_threshold)
+        if candidates.size == 0:
+            continue
+        keep = candidates[nms(boxes[candidates], scores[candidates, c],
+                              max_boxes, iou_threshold)]
+        out_boxes.append(boxes[keep])
+        out_scores.append(scores[keep, c])
+        out_classes.append(np.full(len(keep), c, np.int32))
+    if not out_boxes:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32)
+    return np.concatenate(out_boxes), np.concatenate(out_scores), np.concatenate(out_classes)
+
+
+def yolo_eval_batch(yolo_outputs, anchors, num_classes, image_shapes, max_boxes=20,
+                    score_threshold=.6, iou_threshold=.5, mask=None):
+    """yolo_eval for a batch: a list of (boxes, scores, classes), one per image."""
+    image_shapes = np.asarray(image_shapes, np.float32).reshape(-1, 2)
+    boxes, scores = decode_batch(yolo_outputs, anchors, num_classes, image_shapes, mask)
+    boxes, scores = ops.convert_to_numpy(boxes), ops.convert_to_numpy(scores)
+    return [non_max_suppression(b, s, max_boxes, score_threshold, iou_threshold)
+            for b, s in zip(boxes, scores)]
+
+
+def yolo_eval(yolo_outputs, anchors, num_classes, image_shape, max_boxes=20,
+              score_threshold=.6, iou_threshold=.5, mask=None):
+    """Detections of one image (batch 1): boxes (n, 4) as (y_min, x_min, y_max,
+    x_max) in image pixels, scores (n,), classes (n,)."""
+    return yolo_eval_batch([o[:1] for o in yolo_outputs], anchors, num_classes,
+                           [image_shape], max_boxes, score_threshold, iou_threshold,
+                           mask)[0]
+
+
+# ---------------------------------------------------------------------------
+# Training targets
+
+def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=None):
+    """Boxes (m, T, 5) as x_min, y_min, x_max, y_max, class in input pixels (rows
+    with zero width are padding) -> y_true, one (m, h/s, w/s, len(mask[l]), 5 + C)
+    array per head, holding relative x, y, w, h, objectness 1 and the class bits."""
+    true_boxes = np.array(true_boxes, dtype="float32")
+    input_shape = np.array(input_shape, dtype="int32")
+    anchors = np.asarray(anchors, dtype="float32")
+    anchor_mask = anchor_masks(len(anchors), mask)
+    num_layers = len(anchor_mask)
+    batch = true_boxes.shape[0]
+
+    classes = true_boxes[..., 4]
+    valid = true_boxes[..., 2] - true_boxes[..., 0] > 0
+    bad = valid & ((classes < 0) | (classes >= num_classes) | (classes != np.floor(classes)))
+    if bad.any():
+        raise ValueError(f"class id {classes[bad][0]:g} outside 0..{num_classes - 1} "
+                         f"(num_classes={num_classes})")
+
+    # Integer (floor-divided) centre, as the original; then relative to the input.
+    boxes_xy = (true_boxes[..., 0:2] + true_boxes[..., 2:4]) // 2
+    boxes_wh = true_boxes[..., 2:4] - true_boxes[..., 0:2]
+    true_boxes[..., 0:2] = boxes_xy / input_shape[::-1]
+    true_boxes[..., 2:4] = boxes_wh / input_shape[::-1]
+
+    y_true = []
+    for head in range(num_layers):
+        grid = input_shape // {0: 32, 1: 16, 2: 8}[head]
+        y_true.append(np.zeros((batch, grid[0], grid[1], len(anchor_mask[head]),
+                                5 + num_classes), dtype="float32"))
+
+    # Best anchor of each valid box by IoU of (w, h) with both centred at the origin.
+    image_index, box_index = np.nonzero(valid)
+    wh = boxes_wh[image_index, box_index]                       # (n, 2)
+    inter = np.prod(np.minimum(wh[:, None, :], anchors[None, :, :]), axis=-1)
+    iou = inter / (np.prod(wh, axis=-1)[:, None] + np.prod(anchors, axis=-1)[None, :] - inter)
+    best_anchor = np.argmax(iou, axis=-1)
+    rows = true_boxes[image_index, box_index]                   # (n, 5), in box order
+
+    for head, head_mask in enumerate(anchor_mask):
+        grid_h, grid_w = y_true[head].shape[1:3]
+        slot_of_anchor = np.full(len(anchors), -1)
+        slot_of_anchor[head_mask] = np.arange(len(head_mask))
+        slot = slot_of_anchor[best_anchor]
+        take = slot >= 0
+        b, k, row = image_index[take], slot[take], rows[take]
+        i = np.clip(np.floor(row[:, 0] * grid_w).astype("int32"), 0, grid_w - 1)
+        j = np.clip(np.floor(row[:, 1] * grid_h).astype("int32"), 0, grid_h - 1)
+        c = row[:, 4].astype("int32")
+        # A later box in the same cell and slot overwrites box and objectness, but
+        # the class bits of the earlier one stay set (the original's loop does this).
+        y_true[head][b, j, i, k, 5 + c] = 1
+        cell = ((b * grid_h + j) * grid_w + i) * len(head_mask) + k
+        _, last_from_end = np.unique(cell[::-1], return_index=True)
+        last = len(cell) - 1 - last_from_end
+        y_true[head][b[last], j[last], i[last], k[last], 0:4] = row[last, 0:4]
+        y_true[head][b[last], j[last], i[last], k[last], 4] = 1
+    return y_true
+
+
+# ---------------------------------------------------------------------------
+# Loss
+
+def box_iou(b1, b2):
+    """IoU of boxes b1 (..., 4) against b2 (n, 4), both as x, y, w, h -> (..., n)."""
+    b1 = ops.expand_dims(b1, -2)
+    b1_xy, b1_wh = b1[..., :2], b1[..., 2:4]
+    b1_mins, b1_maxes = b1_xy - b1_wh / 2.0, b1_xy + b1_wh / 2.0
+    b2 = ops.expand_dims(b2, 0)
+    b2_xy, b2_wh = b2[..., :2], b2[..., 2:4]
+    b2_mins, b2_maxes = b2_xy - b2_wh / 2.0, b2_xy + b2_wh / 2.0
+    intersect_wh = ops.maximum(ops.minimum(b1_maxes, b2_maxes) - ops.maximum(b1_mins, b2_mins), 0.0)
+    intersect_area = intersect_wh[..., 0] * intersect_wh[..., 1]
+    b1_area = b1_wh[..., 0] * b1_wh[..., 1]
+    b2_area = b2_wh[..., 0] * b2_wh[..., 1]
+    return intersect_area / (b1_area + b2_area - intersect_area)
+
+
+def _sigmoid_cross_entropy(labels, logits):
+    """Elementwise BCE on logits: max(x, 0) - x z + log(1 + exp(-|x|))."""
+    return ops.relu(logits) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
+def _best_true_iou(pred_box, true_box, object_mask, max_true_boxes):
+    """For every predicted box, the best IoU with the true boxes of the same image
+    and head: the original's per-image loop, vectorised with top-k on the mask.
+    pred_box (B, h, w, A, 4), true_box the same, object_mask (B, h, w, A)."""
+    batch = ops.shape(pred_box)[0]
+    flat_mask = ops.reshape(object_mask, (batch, -1))
+    slots = flat_mask.shape[1]
+    k = min(max_true_boxes, slots) if slots is not None else max_true_boxes
+    present, index = ops.top_k(flat_mask, k)                       # (B, k)
+    flat_true = ops.reshape(true_box, (batch, -1, 4))
+    chosen = ops.take_along_axis(flat_true, ops.expand_dims(index, -1), axis=1)  # (B, k, 4)
+    pred = ops.reshape(pred_box, (batch, -1, 1, 4))                # (B, P, 1, 4)
+    chosen = ops.expand_dims(chosen, 1)                            # (B, 1, k, 4)
+    p_mins, p_maxes = pred[..., :2] - pred[..., 2:] / 2.0, pred[..., :2] + pred[..., 2:] / 2.0
+    t_mins, t_maxes = chosen[..., :2] - chosen[..., 2:] / 2.0, chosen[..., :2] + chosen[..., 2:] / 2.0
+    inter_wh = ops.maximum(ops.minimum(p_maxes, t_maxes) - ops.maximum(p_mins, t_mins), 0.0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    union = pred[..., 2] * pred[..., 3] + chosen[..., 2] * chosen[..., 3] - inter
+    iou = inter / ops.maximum(union, 1e-30)
+    iou = ops.where(ops.expand_dims(present, 1) > 0, iou, 0.0)     # padding slots: no box
+    best = ops.max(iou, axis=-1)                                   # (B, P)
+    return ops.reshape(best, ops.shape(object_mask))
+
+
+def yolo_loss(args, anchors, num_classes, ignore_thresh=.5, print_loss=False, mask=None,
+              max_true_boxes=100, return_parts=False):
+    """YOLOv3 loss: args = [*yolo_outputs, *y_true]. Sum over heads of the xy, wh,
+    confidence and class terms, each summed and divided by the batch size.
+    max_true_boxes bounds the true boxes per image and head used for the ignore
+    mask (static shapes); with return_parts also returns the four terms."""
+    anchors = np.asarray(anchors, "float32")
+    anchor_mask = anchor_masks(len(anchors), mask)
+    num_layers = len(anchor_mask)
+    yolo_outputs = [ops.cast(t, "float32") for t in args[:num_layers]]
+    y_true = [ops.cast(t, "float32") for t in args[num_layers:]]
+    input_shape = ops.cast(_input_shape(yolo_outputs), "float32")
+    batch = ops.cast(ops.shape(yolo_outputs[0])[0], "float32")
+    parts = {"xy": 0.0, "wh": 0.0, "confidence": 0.0, "class": 0.0}
+    for head in range(num_layers):
+        object_mask = y_true[head][..., 4:5]
+        true_class_probs = y_true[head][..., 5:]
+        head_anchors = anchors[anchor_mask[head]]
+        grid, raw_pred, pred_xy, pred_wh = yolo_head(
+            yolo_outputs[head], head_anchors, num_classes, input_shape, calc_loss=True)
+        pred_box = ops.concatenate([pred_xy, pred_wh], axis=-1)
+
+        grid_wh = ops.cast(ops.stack([ops.shape(grid)[1], ops.shape(grid)[0]]), "float32")
+        raw_true_xy = y_true[head][..., :2] * grid_wh - grid
+        wh_ratio = y_true[head][..., 2:4] / head_anchors * _swap_xy(input_shape)
+        raw_true_wh = ops.where(object_mask > 0, ops.log(ops.maximum(wh_ratio, 1e-9)), 0.0)
+        box_loss_scale = 2 - y_true[head][..., 2:3] * y_true[head][..., 3:4]
+
+        best_iou = _best_true_iou(ops.stop_gradient(pred_box), y_true[head][..., 0:4],
+                                  object_mask[..., 0], max_true_boxes)
+        ignore_mask = ops.expand_dims(ops.cast(best_iou < ignore_thresh, "float32"), -1)
+
+        confidence_bce = _sigmoid_cross_entropy(object_mask, raw_pred[..., 4:5])
+        terms = {
+            "xy": object_mask * box_loss_scale * _sigmoid_cross_entropy(raw_true_xy, raw_pred[..., 0:2]),
+            "wh": object_mask * box_loss_scale * 0.5 * ops.square(raw_true_wh - raw_pred[..., 2:4]),
+            "confidence": object_mask * confidence_bce
+                          + (1 - object_mask) * confidence_bce * ignore_mask,
+            "class": object_mask * _sigmoid_cross_entropy(true_class_probs, raw_pred[..., 5:]),
+        }
+        for key, value in terms.items():
+            parts[key] = parts[key] + ops.sum(value) / batch
+    loss = parts["xy"] + parts["wh"] + parts["confidence"] + parts["class"]
+    if print_loss:
+        _print_tensors("loss:", loss, parts["xy"], parts["wh"], parts["confidence"],
+                       parts["class"])
+    return (loss, parts) if return_parts else loss
+
+
+def _print_tensors(label, *tensors):
+    """Print tensors from inside a compiled step, on any backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        tf.print(label, *tensors)
+    elif backend == "jax":
+        import jax
+        jax.debug.print(label + " {}" * len(tensors), *tensors)
+    else:
+        print(label, *[ops.convert_to_numpy(t) for t in tensors])
+
+
+@keras.saving.register_keras_serializable(package="yolo3")
+class YoloLoss(layers.Layer):
+    """The training model's last layer: [*yolo_outputs, *y_true] -> the YOLO loss,
+    repeated once per image so that Keras's mean over the batch is the loss."""
+
+    def __init__(self, anchors, num_classes, ignore_thresh=.5, mask=None,
+                 print_loss=False, **kwargs):
+        kwargs.pop("dtype", None)
+        super().__init__(dtype="float32", **kwargs)
+        self.anchors = np.asarray(anchors, "float32")
+        self.num_classes = int(num_classes)
+        self.ignore_thresh = float(ignore_thresh)
+        self.mask = anchor_masks(len(self.anchors), mask)
+        self.print_loss = bool(print_loss)
+
+    def call(self, inputs):
+        loss = yolo_loss(inputs, self.anchors, self.num_classes, self.ignore_thresh,
+                         self.print_loss, self.mask)
+        return ops.ones((ops.shape(inputs[0])[0],), "float32") * loss
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0],)
+
+    def get_config(self):
+        return {**super().get_config(), "anchors": self.anchors.tolist(),
+                "num_classes": self.num_classes, "ignore_thresh": self.ignore_thresh,
+                "mask": self.mask, "print_loss": self.print_loss}
+
+
+__all__ = [
+    "DarknetConv2D", "DarknetConv2D_BN_Leaky", "resblock_body", "darknet_body",
+    "make_last_layers", "yolo_body", "tiny_yolo_body", "yolo_head", "yolo_correct_boxes",
+    "yolo_boxes_and_scores", "yolo_eval", "yolo_eval_batch", "decode_batch",
+    "non_max_suppression", "preprocess_true_boxes", "box_iou", "yolo_loss", "YoloLoss",
+    "compose", "YOLO_MASK", "TINY_MASK",
+]
