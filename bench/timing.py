@@ -1,0 +1,48 @@
+"""Timing helper: median, min and max wall time of a callable after warm-up."""
+import statistics
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Timing:
+    """Seconds per call over `n` timed repeats (after the warm-up calls)."""
+    median: float
+    min: float
+    max: float
+    n: int
+    samples: list = field(default_factory=list, repr=False)
+
+    def rate(self, units=1.0):
+        """(median, best, worst) of units per second; best comes from the min time."""
+        return units / self.median, units / self.min, units / self.max
+
+    def as_dict(self, units=None, unit_name="per_s"):
+        out = {"median_s": self.median, "min_s": self.min, "max_s": self.max, "n": self.n}
+        if units is not None:
+            med, best, worst = self.rate(units)
+            out.update({unit_name: med, unit_name + "_max": best, unit_name + "_min": worst})
+        return out
+
+
+def measure(fn, repeats=5, warmup=1, max_seconds=None, clock=time.perf_counter):
+    """Call fn() `warmup` times untimed, then time up to `repeats` calls.
+
+    With max_seconds, stop early once the timed calls have used that much time
+    (at least one timed call is always made).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0 (got {repeats}, {warmup})")
+    for _ in range(warmup):
+        fn()
+    samples = []
+    spent = 0.0
+    for _ in range(repeats):
+        t0 = clock()
+        fn()
+        dt = clock() - t0
+        samples.append(dt)
+        spent += dt
+        if max_seconds is not None and spent >= max_seconds:
+            break
+    return Timing(statistics.median(samples), min(samples), max(samples), len(samples), samples)
