@@ -1,0 +1,57 @@
+"""NaN and divergence: degenerate boxes never give a NaN loss; a diverging run
+stops with a message naming likely causes and keeps the last good weights."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yolo3.anchors import get_anchors
+from yolo3.model import preprocess_true_boxes, yolo_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ANCHORS = get_anchors(ROOT / "model_data" / "tiny_yolo_anchors.txt")
+YOLO_ANCHORS = get_anchors(ROOT / "model_data" / "yolo_anchors.txt")
+
+# x_min, y_min, x_max, y_max, class in input pixels (64 x 64 input).
+DEGENERATE = np.array([
+    [10, 10, 10, 30, 0],      # zero width (padding by the original's rule)
+    [10, 10, 30, 10, 1],      # zero height: width > 0, so it becomes a target
+    [40, 40, 20, 20, 0],      # max < min
+    [-50, -50, -10, -10, 1],  # wholly outside, top-left
+    [70, 70, 200, 200, 0],    # wholly outside, bottom-right
+    [0, 0, 64, 64, 1],        # the whole image
+    [63, 63, 64, 64, 0],      # one pixel in the corner
+    [0, 0, 1e6, 1e6, 1],      # absurdly large
+], dtype=np.float32)
+
+
+def _loss(anchors, boxes, raw_scale, seed=0, size=64, num_classes=2):
+    rng = np.random.default_rng(seed)
+    y_true = preprocess_true_boxes(boxes[None], (size, size), anchors, num_classes)
+    heads = len(y_true)
+    outputs = [rng.normal(0, raw_scale, size=(1, size // s, size // s,
+                                             3 * (5 + num_classes))).astype(np.float32)
+               for s in (32, 16, 8)[:heads]]
+    return outputs, y_true
+
+
+@pytest.mark.parametrize("anchors", [TINY_ANCHORS, YOLO_ANCHORS], ids=["tiny", "yolov3"])
+@pytest.mark.parametrize("raw_scale", [0.0, 1.0, 30.0])
+def test_degenerate_boxes_give_a_finite_loss_and_gradient(anchors, raw_scale):
+    """Every degenerate box at once, with raw outputs from zero to saturating."""
+    import tensorflow as tf
+    outputs, y_true = _loss(anchors, DEGENERATE, raw_scale)
+    variables = [tf.Variable(o) for o in outputs]
+    with tf.GradientTape() as tape:
+        loss = yolo_loss([*variables, *[tf.constant(y) for y in y_true]], anchors, 2)
+    grads = tape.gradient(loss, variables)
+    assert np.isfinite(float(loss))
+    for grad in grads:
+        assert np.all(np.isfinite(grad.numpy()))
+
+
+@pytest.mark.parametrize("row", range(len(DEGENERATE)))
+def test_each_degenerate_box_alone(row):
+    outputs, y_true = _loss(TINY_ANCHORS, DEGENERATE[row:row + 1], 1.0, seed=row)
+    loss = yolo_loss([*outputs, *y_true], TINY_ANCHORS, 2)
+    assert np.isfinite(float(loss))
