@@ -1,0 +1,333 @@
+"""IoU k-means on box sizes: anchors for YOLO (vectorised numpy, float32).
+
+Distance d(box, centroid) = 1 - IoU(wh), both boxes aligned at a corner:
+IoU = min(w1,w2)*min(h1,h2) / (w1*h1 + w2*h2 - min(w1,w2)*min(h1,h2)).
+Identical (w, h) pairs are clustered once with their count as a weight, which
+gives exactly the result of clustering every box.
+"""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+UPDATES = ("median", "mean")
+BPR_IOU = 0.25    # a box counts as recallable when some anchor has IoU above this
+BPR_RATIO = 4.0   # ... or (ultralytics' rule) w and h within 4x of some anchor
+
+
+# ---------------------------------------------------------------- box sizes ---
+
+def letterbox_scale(image_wh, input_wh):
+    """Letterbox factor per image: min(W/iw, H/ih) (SPEC: letterbox_image)."""
+    image_wh = np.asarray(image_wh, dtype=np.float64).reshape(-1, 2)
+    input_wh = np.asarray(input_wh, dtype=np.float64)
+    return np.min(input_wh / image_wh, axis=1)
+
+
+_INT = r"[+-]?\d+"
+_BOX = re.compile(rf"^{_INT},{_INT},{_INT},{_INT}(,{_INT})?$")
+_BOXLIKE = re.compile(r"^[-+\d.,]*,[-+\d.,]*$")   # a broken box, not a file name
+
+
+def _read_annotation_boxes(path):
+    """Minimal annotation reader: yield (line_no, image_path, boxes (n, 4) int).
+
+    Line format `path x_min,y_min,x_max,y_max,class ...`; the path is everything
+    before the first box token, so paths may contain spaces.
+    """
+    path = str(path)
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{path}:{line_no}: not UTF-8 text") from None
+            tokens = list(re.finditer(r"\S+", line))
+            if not tokens:
+                continue
+            first = next((i for i, t in enumerate(tokens) if i and _BOX.match(t.group())),
+                         len(tokens))
+            for token in tokens[1:first]:
+                if _BOXLIKE.match(token.group()):
+                    raise UserError(f"{path}:{line_no}: bad box {token.group()!r} "
+                                    "(expected x_min,y_min,x_max,y_max,class_id integers)")
+            image = line[:tokens[first - 1].end()].strip()
+            boxes = []
+            for token in tokens[first:]:
+                text = token.group()
+                if not _BOX.match(text):
+                    raise UserError(f"{path}:{line_no}: bad box {text!r} (expected "
+                                    "x_min,y_min,x_max,y_max,class_id integers)")
+                x0, y0, x1, y1 = (int(v) for v in text.split(",")[:4])
+                if x1 <= x0 or y1 <= y0:
+                    raise UserError(f"{path}:{line_no}: empty box {text!r} "
+                                    "(x_max <= x_min or y_max <= y_min)")
+                boxes.append((x0, y0, x1, y1))
+            yield line_no, image, np.array(boxes, dtype=np.int64).reshape(-1, 4)
+
+
+def _resolve_image(image, annotation_path):
+    """Image paths are relative to the working directory (the original) or, failing
+    that, to the annotation file's folder."""
+    candidate = Path(image)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return Path(annotation_path).parent / candidate
+
+
+def _image_size(path):
+    """(w, h) from the image header."""
+    from .images import image_size
+    return image_size(path)
+
+
+@dataclass
+class BoxSizes:
+    """Box (w, h) from an annotation file, with what was read."""
+    wh: np.ndarray          # (N, 2) float32, input pixels (or raw image pixels)
+    lines: int              # annotation lines read
+    images: int             # distinct images with boxes
+
+
+def read_box_sizes(annotation_path, input_wh=(416, 416), raw_pixels=False):
+    """Box (w, h) of every box in the annotation file.
+
+    Boxes are scaled by their image's letterbox factor into network-input pixels
+    (anchors live there); raw_pixels keeps image pixels, as the original did.
+    """
+    sizes = {}       # image size cache: duplicate lines need one header read
+    wh, lines = [], 0
+    for line_no, image, boxes in _read_annotation_boxes(annotation_path):
+        lines += 1
+        if not len(boxes):
+            continue
+        box_wh = (boxes[:, 2:4] - boxes[:, 0:2]).astype(np.float64)
+        key = str(_resolve_image(image, annotation_path))
+        if not raw_pixels:
+            if key not in sizes:
+                try:
+                    sizes[key] = _image_size(key)
+                except UserError as exc:
+                    raise UserError(f"{annotation_path}:{line_no}: {exc}") from None
+                except OSError as exc:
+                    raise UserError(f"{annotation_path}:{line_no}: cannot read image "
+                                    f"size of {key} ({exc.strerror or exc})") from None
+            box_wh *= letterbox_scale(sizes[key], input_wh)[0]
+        else:
+            sizes.setdefault(key, None)
+        wh.append(box_wh)
+    if not wh:
+        raise UserError(f"{annotation_path}: no boxes in {lines} lines")
+    return BoxSizes(np.concatenate(wh).astype(np.float32), lines, len(sizes))
+
+
+# ------------------------------------------------------------------ metrics ---
+
+def wh_iou(wh, anchors):
+    """IoU of corner-aligned boxes: (N, 2), (K, 2) -> (N, K) float32."""
+    wh = np.asarray(wh, dtype=np.float32)
+    anchors = np.asarray(anchors, dtype=np.float32)
+    inter = (np.minimum(wh[:, None, 0], anchors[None, :, 0])
+             * np.minimum(wh[:, None, 1], anchors[None, :, 1]))
+    union = (wh[:, 0] * wh[:, 1])[:, None] + (anchors[:, 0] * anchors[:, 1])[None, :]
+    union -= inter
+    inter /= union
+    return inter
+
+
+def _best(wh, anchors, chunk=1 << 16):
+    """(index, IoU) of each box's best anchor, in cache-sized chunks."""
+    index = np.empty(len(wh), dtype=np.int64)
+    best = np.empty(len(wh), dtype=np.float32)
+    for start in range(0, len(wh), chunk):
+        iou = wh_iou(wh[start:start + chunk], anchors)
+        index[start:start + chunk] = np.argmax(iou, axis=1)
+        best[start:start + chunk] = iou[np.arange(len(iou)), index[start:start + chunk]]
+    return index, best
+
+
+@dataclass
+class AnchorStats:
+    mean_iou: float         # mean over boxes of the best anchor's IoU ("Accuracy")
+    bpr_iou: float          # share of boxes with best IoU > BPR_IOU
+    bpr_ratio: float        # share of boxes within BPR_RATIO x in w and h of an anchor
+    counts: np.ndarray      # (K,) boxes whose best anchor is each anchor
+
+
+def anchor_stats(wh, anchors, weights=None):
+    """Mean best IoU, best possible recall and per-anchor box counts."""
+    wh = np.asarray(wh, dtype=np.float32)
+    anchors = np.asarray(anchors, dtype=np.float32)
+    weights = np.ones(len(wh)) if weights is None else np.asarray(weights, np.float64)
+    index, best = _best(wh, anchors)
+    ratio = wh[:, None, :] / anchors[None, :, :]
+    worst_side = np.minimum(ratio, 1 / ratio).min(axis=2)         # (N, K)
+    within = worst_side.max(axis=1) > 1 / BPR_RATIO
+    total = weights.sum()
+    return AnchorStats(
+        mean_iou=float(np.dot(best, weights) / total),
+        bpr_iou=float(weights[best > BPR_IOU].sum() / total),
+        bpr_ratio=float(weights[within].sum() / total),
+        counts=np.bincount(index, weights=weights, minlength=len(anchors)).astype(np.int64))
+
+
+def sort_by_area(anchors):
+    """Anchors ordered by w*h (ties by width); the original sorted by width only."""
+    anchors = np.asarray(anchors)
+    return anchors[np.lexsort((anchors[:, 0], anchors[:, 0] * anchors[:, 1]))]
+
+
+# ------------------------------------------------------------------ k-means ---
+
+@dataclass
+class KMeansResult:
+    anchors: np.ndarray     # (K, 2) float32, sorted by area
+    mean_iou: float         # weighted mean best IoU of the kept run
+    iterations: int         # iterations of the kept run
+    converged: bool         # assignments stopped changing before max_iter
+    restarts: int
+
+
+def _unique_wh(wh):
+    """Distinct (w, h) rows with counts, via one 1-D sort of the packed float pair."""
+    wh = np.ascontiguousarray(wh, dtype=np.float32)
+    keys = wh.view(np.uint64).ravel()
+    keys, counts = np.unique(keys, return_counts=True)
+    return keys.view(np.float32).reshape(-1, 2), counts.astype(np.float64)
+
+
+def _seed_plus_plus(wh, weights, k, rng):
+    """k-means++: each next centre drawn with probability ~ weight * (1 - IoU)^2
+    to the nearest centre chosen so far."""
+    p = weights / weights.sum()
+    centres = [rng.choice(len(wh), p=p)]
+    nearest = 1 - wh_iou(wh, wh[centres[-1]][None])[:, 0]
+    for _ in range(1, k):
+        score = weights * nearest.astype(np.float64) ** 2
+        if score.sum() <= 0:                   # every box equals a centre already
+            break
+        centres.append(rng.choice(len(wh), p=score / score.sum()))
+        nearest = np.minimum(nearest, 1 - wh_iou(wh, wh[centres[-1]][None])[:, 0])
+    return wh[centres].copy()
+
+
+def _cluster_medians(values, order, labels, weights, k, counts):
+    """np.median of `values` per cluster, each point repeated `weights` times.
+
+    `order` sorts values ascending. A stable sort of the small-int labels (radix)
+    groups points by cluster keeping that order; the median of n boxes is the
+    mean of ranks (n-1)//2 and n//2, found in the running box count.
+    """
+    grouped = order[np.argsort(labels[order], kind="stable")]
+    running = np.cumsum(weights[grouped])
+    start = np.cumsum(counts) - counts
+    lo = np.searchsorted(running, start + (counts - 1) // 2, side="right")
+    hi = np.searchsorted(running, start + counts // 2, side="right")
+    lo, hi = np.minimum(lo, len(grouped) - 1), np.minimum(hi, len(grouped) - 1)
+    return (values[grouped[lo]] + values[grouped[hi]]) / 2
+
+
+def _lloyd(wh, weights, centroids, update, max_iter, orders):
+    """Assign to the best-IoU centroid, update by median or mean, until stable."""
+    k = len(centroids)
+    small = np.int8 if k < 128 else np.int16
+    labels = None
+    for iteration in range(1, max_iter + 1):
+        new, best = _best(wh, centroids)
+        new = new.astype(small)
+        if labels is not None and np.array_equal(new, labels):
+            return centroids, labels, best, iteration, True
+        labels = new
+        counts = np.bincount(labels, weights=weights, minlength=k)
+        if update == "median":
+            centroids = np.stack([
+                _cluster_medians(wh[:, d], orders[d], labels, weights, k, counts)
+                for d in (0, 1)], axis=1).astype(np.float32)
+        else:
+            sums = np.stack([np.bincount(labels, weights=weights * wh[:, d], minlength=k)
+                             for d in (0, 1)], axis=1)
+            centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            # the original got NaN here; take the boxes farthest from their centroid
+            farthest = np.argsort(best, kind="stable")[:len(empty)]
+            centroids[empty] = wh[farthest]
+    _, best = _best(wh, centroids)
+    return centroids, labels, best, max_iter, False
+
+
+def iou_kmeans(wh, k=9, restarts=10, update="median", max_iter=300, seed=0):
+    """k-means with distance 1 - IoU; best of `restarts` k-means++ runs."""
+    if update not in UPDATES:
+        raise UserError(f"update must be one of {', '.join(UPDATES)} ({update!r})")
+    points, weights = _prepare(wh, k)
+    orders = [np.argsort(points[:, d], kind="stable") for d in (0, 1)]
+    rng = np.random.default_rng(seed)
+    best_run = None
+    for _ in range(max(1, restarts)):
+        start = _seed_plus_plus(points, weights, k, rng)
+        if len(start) < k:                     # fewer distinct boxes than k
+            raise UserError(f"only {len(points)} distinct box sizes for k={k}")
+        centroids, _, best, iterations, converged = _lloyd(
+            points, weights, start, update, max_iter, orders)
+        mean_iou = float(np.dot(best, weights) / weights.sum())
+        if best_run is None or mean_iou > best_run.mean_iou:
+            best_run = KMeansResult(sort_by_area(centroids), mean_iou, iterations,
+                                    converged, max(1, restarts))
+    return best_run
+
+
+def euclidean_kmeans(wh, k=9, restarts=10, max_iter=300, seed=0):
+    """scikit-learn KMeans on (w, h), as the seed document's demo does."""
+    from sklearn.cluster import KMeans
+    points, weights = _prepare(wh, k)
+    model = KMeans(n_clusters=k, n_init=max(1, restarts), max_iter=max_iter,
+                   random_state=seed).fit(points, sample_weight=weights)
+    centroids = model.cluster_centers_.astype(np.float32)
+    _, best = _best(points, centroids)
+    return KMeansResult(sort_by_area(centroids), float(np.dot(best, weights) / weights.sum()),
+                        int(model.n_iter_), int(model.n_iter_) < max_iter, max(1, restarts))
+
+
+def _prepare(wh, k):
+    wh = np.asarray(wh, dtype=np.float32).reshape(-1, 2)
+    if not len(wh):
+        raise UserError("no boxes to cluster")
+    if not np.all(np.isfinite(wh)) or np.any(wh <= 0):
+        raise UserError("box widths and heights must be positive")
+    if k < 1:
+        raise UserError(f"k must be at least 1 ({k})")
+    points, weights = _unique_wh(wh)
+    if len(points) < k:
+        raise UserError(f"only {len(points)} distinct box sizes for k={k}")
+    return points, weights
+
+
+def evolve_anchors(wh, anchors, generations=1000, seed=0, prob=0.9, sigma=0.1):
+    """Genetic refinement (as ultralytics' kmean_anchors): scale the anchors by
+    random factors; keep a mutation when the mean best IoU rises and the best
+    possible recall does not fall. Returns the anchors sorted by area."""
+    points, weights = _prepare(wh, len(anchors))
+    rng = np.random.default_rng(seed)
+    total = weights.sum()
+
+    def fitness(candidate):                    # (mean best IoU, recall at BPR_IOU)
+        _, best = _best(points, candidate)
+        return np.dot(best, weights) / total, weights[best > BPR_IOU].sum() / total
+
+    parent = np.asarray(anchors, dtype=np.float32)
+    score = fitness(parent)
+    for _ in range(generations):
+        factor = np.ones_like(parent)
+        while np.all(factor == 1):             # mutate until something changes
+            mutate = rng.random(parent.shape) < prob
+            factor = (mutate * rng.random() * rng.standard_normal(parent.shape) * sigma
+                      + 1).clip(0.3, 3.0).astype(np.float32)
+        child = np.maximum(parent * factor, 1.0)
+        child_score = fitness(child)
+        if child_score[0] > score[0] and child_score[1] >= score[1]:
+            parent, score = child, child_score
+    return sort_by_area(parent)
