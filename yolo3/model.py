@@ -424,9 +424,10 @@ def _best_true_iou(pred_box, true_box, object_mask, max_true_boxes):
     and head: the original's per-image loop, vectorised with top-k on the mask.
     pred_box (B, h, w, A, 4), true_box the same, object_mask (B, h, w, A)."""
     batch = ops.shape(pred_box)[0]
-    flat_mask = ops.reshape(object_mask, (batch, -1))
-    slots = flat_mask.shape[1]
-    k = min(max_true_boxes, slots) if slots is not None else max_true_boxes
+    static = object_mask.shape[1:]
+    slots = int(np.prod(static)) if None not in static else None
+    flat_mask = ops.reshape(object_mask, (batch, slots if slots else -1))
+    k = min(max_true_boxes, slots) if slots else max_true_boxes
     present, index = ops.top_k(flat_mask, k)                       # (B, k)
     flat_true = ops.reshape(true_box, (batch, -1, 4))
     chosen = ops.take_along_axis(flat_true, ops.expand_dims(index, -1), axis=1)  # (B, k, 4)
