@@ -12,6 +12,7 @@ import io
 import json
 import math
 
+import keras
 import numpy as np
 
 from .atomic import atomic_open, atomic_path
@@ -269,7 +270,8 @@ def plot_pr_curves(curves, report, path):
     for ax in axes.flat[len(curves):]:
         ax.axis("off")
     for ax, (name, (recall, precision)) in zip(axes.flat, curves.items()):
-        ax.plot(recall, precision, lw=1)
+        if len(recall):   # start at recall 0 so single points show as a line
+            ax.plot(np.r_[0, recall], np.r_[precision[0], precision], lw=1)
         ax.set_title(f"{name} AP50 {report['per_class'][name]['AP50']:.2f}", fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
@@ -280,3 +282,81 @@ def plot_pr_curves(curves, report, path):
     with atomic_path(path) as temp:
         fig.savefig(temp, format="png", dpi=80)
     plt.close(fig)
+
+
+def detect_annotations(detector, lines, progress=None):
+    """Run `detector` on the images of annotation lines (AnnotationLine objects or
+    strings) -> (ground truth list, detections list, image sizes (w, h))."""
+    from .data import as_annotation_lines
+    from .images import image_size
+
+    lines = as_annotation_lines(lines)
+    detections = detector.detect([line.path for line in lines], progress=progress)
+    ground_truth = [np.asarray(line.boxes, np.float64).reshape(-1, 5) for line in lines]
+    sizes = [image_size(line.path) for line in lines]
+    return ground_truth, [tuple(d) for d in detections], sizes
+
+
+def evaluate_detector(detector, lines, progress=None, coco=True):
+    """detect_annotations + evaluate -> (report, curves)."""
+    ground_truth, detections, sizes = detect_annotations(detector, lines, progress)
+    return evaluate(ground_truth, detections, detector.class_names, sizes, coco=coco)
+
+
+class MapEvaluation(keras.callbacks.Callback):
+    """Every `every` epochs, the VOC mAP50 of the model being trained on the
+    validation lines, put into logs['val_mAP50'] (NaN on the other epochs, so
+    that CSVLogger keeps the column) for CSVLogger, TensorBoard and History.
+    Place it before those callbacks. With best_path, the body's weights are saved
+    there whenever the mAP50 improves.
+
+    The detector shares the training model's weights (no copy per evaluation)."""
+
+    def __init__(self, val_lines, anchors, class_names, input_shape, every=1, mask=None,
+                 score=0.001, iou=0.45, max_boxes=100, batch_size=8, best_path=None,
+                 verbose=1):
+        super().__init__()
+        from .data import as_annotation_lines
+
+        if every < 1:
+            raise UserError(f"--eval-every must be >= 1 (got {every})")
+        self.lines = as_annotation_lines(val_lines)
+        self.anchors, self.class_names = np.asarray(anchors, np.float32), list(class_names)
+        self.options = {"model_image_size": tuple(input_shape), "mask": mask, "score": score,
+                        "iou": iou, "max_boxes": max_boxes, "batch_size": batch_size}
+        self.every, self.best_path, self.verbose = every, best_path, verbose
+        self.best = -math.inf
+        self.history = []
+        self._detector = None
+
+    def _get_detector(self):
+        if self._detector is None:
+            from .detector import YOLO
+            from .training import detection_body
+
+            body = self.model if len(self.model.inputs) == 1 else detection_body(self.model)
+            self._detector = YOLO(body=body, class_names=self.class_names,
+                                  anchors=self.anchors, **self.options)
+        return self._detector
+
+    def on_train_begin(self, logs=None):
+        self._detector = None   # a new stage may bring a new (recompiled) model
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        if (epoch + 1) % self.every:
+            logs["val_mAP50"] = float("nan")
+            return
+        report, _ = evaluate_detector(self._get_detector(), self.lines, coco=False)
+        value = report["mAP50"]
+        logs["val_mAP50"] = value
+        self.history.append((epoch + 1, value))
+        message = f"\nEpoch {epoch + 1}: val_mAP50 {value:.4f}"
+        if value > self.best:
+            if self.best_path:
+                from .weights import save_weights
+                save_weights(self._detector.body, self.best_path)
+                message += f", best so far: weights saved to {self.best_path}"
+            self.best = value
+        if self.verbose:
+            print(message)

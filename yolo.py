@@ -1,0 +1,249 @@
+"""Detect objects in images or a video with a YOLOv3 / tiny-YOLOv3 model, or export
+the detector (SavedModel + .keras body).
+
+    python yolo.py --model tiny.weights.h5 --anchors model_data/tiny_yolo_anchors.txt \\
+        --image photos/ 'more/*.jpg' --output out/ --json detections.jsonl
+    python yolo.py --video in.mp4 --video-output out.mp4
+    python yolo.py --export exported/
+"""
+import argparse
+import contextlib
+import glob
+import json
+import os
+import sys
+import time
+
+from yolo3.anchors import parse_mask
+from yolo3.atomic import atomic_open, atomic_path
+from yolo3.detector import DEFAULTS, YOLO, parse_input_size
+from yolo3.errors import UserError, run_cli
+from yolo3.images import open_image
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def add_model_arguments(parser, score=DEFAULTS["score"], max_boxes=DEFAULTS["max_boxes"]):
+    """The model flags shared by yolo.py and evaluate.py."""
+    parser.add_argument("--model", default=DEFAULTS["model_path"],
+                        help="weights (.weights.h5, .h5 from convert.py/train.py or the "
+                             "original tool) or a .keras body (default: %(default)s)")
+    parser.add_argument("--anchors", default=DEFAULTS["anchors_path"],
+                        help="anchors file; 9 anchors = YOLOv3, 6 = tiny (default: %(default)s)")
+    parser.add_argument("--classes", default=DEFAULTS["classes_path"],
+                        help="class names, one per line (default: %(default)s)")
+    parser.add_argument("--score", type=float, default=score,
+                        help="minimum score (objectness x class probability) "
+                             "(default: %(default)s)")
+    parser.add_argument("--iou", type=float, default=DEFAULTS["iou"],
+                        help="IoU above which NMS drops a box of the same class "
+                             "(default: %(default)s)")
+    parser.add_argument("--input-size", default="416",
+                        help="network input: N or HEIGHT,WIDTH, multiples of 32 "
+                             "(default: %(default)s)")
+    parser.add_argument("--mask", default=None,
+                        help="anchor mask per head, e.g. 3,4,5/1,2,3 (default: 6,7,8/3,4,5/"
+                             "0,1,2 for YOLOv3, 3,4,5/1,2,3 for tiny, the original's)")
+    parser.add_argument("--max-boxes", type=int, default=max_boxes,
+                        help="at most this many boxes per class and image (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                        help="images per forward pass (default: %(default)s)")
+
+
+def make_detector(args):
+    """A YOLO detector from the model flags."""
+    if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
+        raise UserError(f"--score and --iou must be in [0, 1] (got {args.score}, {args.iou})")
+    if args.max_boxes < 1 or args.batch_size < 1:
+        raise UserError("--max-boxes and --batch-size must be >= 1")
+    return YOLO(model_path=args.model, anchors_path=args.anchors, classes_path=args.classes,
+                score=args.score, iou=args.iou,
+                model_image_size=parse_input_size(args.input_size),
+                mask=parse_mask(args.mask) if args.mask else None,
+                max_boxes=args.max_boxes, batch_size=args.batch_size)
+
+
+class Progress:
+    """`[####....] done/total` on stderr (when enabled)."""
+
+    def __init__(self, total, label, enabled=True):
+        from yolo3.darknet import ProgressBar
+        self.total, self.done = total, 0
+        self.bar = ProgressBar(label) if enabled and total > 1 else None
+
+    def __call__(self, count):
+        self.done += count
+        if self.bar:
+            self.bar(self.done, self.total)
+
+
+def expand_images(patterns):
+    """Files, folders (their image files, sorted) and globs -> list of paths."""
+    paths = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found = sorted(os.path.join(pattern, n) for n in os.listdir(pattern)
+                           if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
+        elif os.path.isfile(pattern):
+            found = [pattern]
+        else:
+            found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        if not found:
+            raise UserError(f"{pattern}: no image file found")
+        paths += found
+    return paths
+
+
+def output_names(paths, folder):
+    """One output path per image in `folder`, same file name, made unique."""
+    used, names = set(), []
+    for path in paths:
+        stem, ext = os.path.splitext(os.path.basename(path))
+        ext = ext if ext.lower() in IMAGE_EXTENSIONS - {".gif"} else ".png"
+        name, n = stem + ext, 1
+        while name in used:
+            name, n = f"{stem}_{n}{ext}", n + 1
+        used.add(name)
+        names.append(os.path.join(folder, name))
+    return names
+
+
+def detection_records(path, detections, class_names):
+    """One JSON-ready dict per detection."""
+    return [{"image": path, "class": class_names[c], "class_id": int(c),
+             "score": round(float(s), 6),
+             **dict(zip(("x_min", "y_min", "x_max", "y_max"),
+                        (round(float(v), 2) for v in box)))}
+            for box, s, c in zip(*detections)]
+
+
+def detect_images(yolo, paths, output=None, json_path=None, progress=True):
+    """Detect on every image; write annotated images and/or JSON lines."""
+    bar = Progress(len(paths), "detecting", progress)
+    records = []
+    outputs = output_names(paths, output) if output else [None] * len(paths)
+    for start in range(0, len(paths), yolo.batch_size):
+        chunk = paths[start:start + yolo.batch_size]
+        images = [open_image(p) for p in chunk]
+        for path, image, det, out in zip(chunk, images, yolo.detect(images), outputs[start:]):
+            records += detection_records(path, det, yolo.class_names)
+            if out:
+                with atomic_path(out) as temp:
+                    yolo.draw(image, det).save(temp, format=_pil_format(out))
+            if not output and not json_path:
+                print(f"{path}: {len(det.scores)} boxes")
+                for r in detection_records(path, det, yolo.class_names):
+                    print(f"  {r['class']} {r['score']:.2f} ({r['x_min']:.0f}, {r['y_min']:.0f}) "
+                          f"({r['x_max']:.0f}, {r['y_max']:.0f})")
+        bar(len(chunk))
+    if json_path:
+        with atomic_open(json_path, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+    return records
+
+
+def _pil_format(path):
+    from PIL import Image
+    return Image.registered_extensions()[os.path.splitext(path)[1].lower()]
+
+
+def detect_video(yolo, source, output=None, max_frames=None):
+    """Detect on every frame of a video file or webcam (index); write the annotated
+    video to `output` (same frame rate and size). Returns the number of frames."""
+    try:
+        import cv2
+    except ImportError:
+        raise UserError("--video needs OpenCV: pip install 'opencv-python-headless<5'") from None
+    from PIL import Image
+    import numpy as np
+
+    capture = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
+    if not capture.isOpened():
+        raise UserError(f"{source}: cannot open the video")
+    frames, started = 0, time.perf_counter()
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        with (atomic_path(output) if output else contextlib.nullcontext()) as temp:
+            writer = None
+            if output:
+                # OpenCV picks the container by extension: write temp + extension.
+                target = temp + os.path.splitext(output)[1]
+                writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                if not writer.isOpened():
+                    raise UserError(f"{output}: OpenCV cannot write this video format")
+            try:
+                while max_frames is None or frames < max_frames:
+                    ok, frame = capture.read()
+                    if not ok:      # end of the stream
+                        break
+                    image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                    drawn = np.asarray(yolo.detect_image(image))
+                    frames += 1
+                    if writer:
+                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            finally:
+                if writer:
+                    writer.release()
+            if output:
+                os.replace(target, temp)
+    finally:
+        capture.release()
+    seconds = time.perf_counter() - started
+    print(f"{frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s)")
+    return frames
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--image", nargs="+", metavar="PATH",
+                        help="image files, folders or globs to detect on")
+    parser.add_argument("--output", metavar="DIR",
+                        help="write the annotated images here (default: print the "
+                             "detections unless --json)")
+    parser.add_argument("--json", metavar="FILE",
+                        help="write one JSON object per detection and line: image, class, "
+                             "class_id, score, x_min, y_min, x_max, y_max (pixels)")
+    parser.add_argument("--video", metavar="IN",
+                        help="video file or webcam index to detect on (needs OpenCV)")
+    parser.add_argument("--video-output", metavar="OUT",
+                        help="write the annotated video here (mp4v codec)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="stop the video after this many frames (default: all)")
+    parser.add_argument("--export", metavar="DIR",
+                        help="write DIR/saved_model (TensorFlow SavedModel: image batch -> "
+                             "boxes, scores, classes, valid_detections) and DIR/body.keras")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on stderr")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not (args.image or args.video or args.export):
+        raise UserError("nothing to do: give --image, --video or --export")
+    if args.video_output and not args.video:
+        raise UserError("--video-output needs --video")
+    paths = expand_images(args.image) if args.image else []
+    yolo = make_detector(args)
+    if paths:
+        records = detect_images(yolo, paths, args.output, args.json,
+                                progress=not args.no_progress and sys.stderr.isatty())
+        print(f"{len(records)} detections in {len(paths)} images"
+              + (f"; annotated images in {args.output}" if args.output else "")
+              + (f"; JSON lines in {args.json}" if args.json else ""))
+    if args.video:
+        detect_video(yolo, args.video, args.video_output, args.max_frames)
+    if args.export:
+        from yolo3.export import export
+        saved, body = export(yolo, args.export)
+        print(f"exported {saved} (SavedModel) and {body}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
