@@ -1,0 +1,351 @@
+"""Annotation files (parsing, validation) and the training batches (PyDataset).
+
+Line format: `path x_min,y_min,x_max,y_max,class_id ...` (absolute pixels of the
+stored image; decimals accepted). The path is everything before the first box, so
+it may hold spaces. Blank lines and `#` comments are skipped; CRLF and a UTF-8 BOM
+are accepted; a line with only a path is an image without objects.
+"""
+import os
+import re
+import sys
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+from .errors import UserError
+from .images import ImageError, check_image
+from .utils import get_random_data
+
+MAX_PROBLEMS = 50
+# A token that is meant as a box: numbers and commas only, with at least one comma.
+_BOX_LIKE = re.compile(r"[-+0-9.eE]*,[-+0-9.eE,]*")
+_TOKEN = re.compile(r"\S+")
+
+
+class AnnotationLine(NamedTuple):
+    """One image: `path` (resolved), `boxes` float32 (n, 5) x_min, y_min, x_max,
+    y_max, class_id, and `source` 'FILE:LINE' for messages."""
+    path: str
+    boxes: np.ndarray
+    source: str = "<line>"
+
+
+def get_classes(path):
+    """Class names, one per line, in class-id order. Blank lines are ignored (the
+    original counted them); a duplicate name or an empty file is a UserError."""
+    path = os.fspath(path)
+    with open(path, encoding="utf-8-sig") as handle:
+        text = handle.read()
+    names, first_seen = [], {}
+    for number, raw in enumerate(text.split("\n"), 1):
+        name = raw.strip()
+        if not name:
+            continue
+        if name in first_seen:
+            raise UserError(f"{path}:{number}: duplicate class name ({name!r}, "
+                            f"first on line {first_seen[name]})")
+        first_seen[name] = number
+        names.append(name)
+    if not names:
+        raise UserError(f"{path}: no class names")
+    return names
+
+
+def _format_number(value):
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def format_line(path, boxes):
+    """The annotation line text for `path` and boxes (n, 5); integers stay integers."""
+    parts = [str(path)]
+    for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 5):
+        parts.append(",".join(_format_number(v) for v in box[:4])
+                     + f",{int(box[4])}")
+    return " ".join(parts)
+
+
+def _parse_box(token, number, num_classes):
+    """(box (5,) or None, problems) for one box token; number counts from 1."""
+    fields = token.split(",")
+    where = f"box {number}: {token}"
+    if len(fields) != 5:
+        return None, [f"unparsable box, expected x_min,y_min,x_max,y_max,class_id ({where})"]
+    try:
+        values = [float(f) for f in fields]
+    except ValueError:
+        return None, [f"unparsable box, expected numbers ({where})"]
+    if not all(np.isfinite(values)):
+        return None, [f"unparsable box, numbers must be finite ({where})"]
+    problems = []
+    x_min, y_min, x_max, y_max, class_id = values
+    if not class_id.is_integer():
+        problems.append(f"class id is not an integer ({where})")
+    elif class_id < 0 or (num_classes is not None and class_id >= num_classes):
+        limit = num_classes if num_classes is not None else "number of classes"
+        problems.append(f"class id {int(class_id)} outside [0, {limit}) ({where})")
+    if x_min >= x_max:
+        problems.append(f"x_min >= x_max ({where})")
+    if y_min >= y_max:
+        problems.append(f"y_min >= y_max ({where})")
+    return np.array(values, dtype=np.float32), problems
+
+
+def _parse(text, num_classes=None):
+    """(path, boxes float32 (n, 5), box tokens, problems) of one non-blank line."""
+    text = text.strip()
+    tokens = list(_TOKEN.finditer(text))
+    first_box = next((i for i, t in enumerate(tokens)
+                      if _BOX_LIKE.fullmatch(t.group()) and re.search(r"\d", t.group())),
+                     len(tokens))
+    path = text[:tokens[first_box].start()].strip() if first_box < len(tokens) else text
+    box_tokens = [t.group() for t in tokens[first_box:]]
+    problems = [] if path else ["no image path before the boxes"]
+    boxes = []
+    for number, token in enumerate(box_tokens, 1):
+        box, box_problems = _parse_box(token, number, num_classes)
+        problems += box_problems
+        if box is not None:
+            boxes.append(box)
+    boxes = np.array(boxes, dtype=np.float32).reshape(-1, 5)
+    return path, boxes, box_tokens, problems
+
+
+def parse_line(text, source="<line>", num_classes=None):
+    """An AnnotationLine from one line of text (path not resolved, image not
+    checked); UserError `source: what (value)` when the line is malformed."""
+    path, boxes, _, problems = _parse(text, num_classes)
+    if problems:
+        raise UserError("\n".join(f"{source}: {p}" for p in problems))
+    return AnnotationLine(path, boxes, source)
+
+
+def resolve_image_path(image_path, annotation_path):
+    """(path, places tried): a relative path is looked up in the current directory
+    first (as the original), then next to the annotation file."""
+    if os.path.isabs(image_path):
+        return image_path, [image_path]
+    here = image_path
+    beside = os.path.join(os.path.dirname(os.path.abspath(annotation_path)), image_path)
+    for candidate in (here, beside):
+        if os.path.exists(candidate):
+            return candidate, [os.path.abspath(here), beside]
+    return here, [os.path.abspath(here), beside]
+
+
+def _check_boxes_in_image(boxes, tokens, size):
+    """Problems for boxes outside the (w, h) image by more than one pixel."""
+    w, h = size
+    problems = []
+    for number, (box, token) in enumerate(zip(boxes, tokens), 1):
+        if box[0] < -1 or box[1] < -1 or box[2] > w + 1 or box[3] > h + 1:
+            problems.append(f"box outside the {w}x{h} image (box {number}: {token})")
+    return problems
+
+
+class _Progress:
+    """A one-line counter on stderr for long checks (only on a terminal)."""
+
+    def __init__(self, total, label, enabled):
+        self.total, self.label = total, label
+        self.enabled = enabled and total >= 1000
+        self.step = max(1, total // 100)
+
+    def update(self, done):
+        if self.enabled and (done % self.step == 0 or done == self.total):
+            end = "\n" if done == self.total else ""
+            print(f"\r{self.label}: {done}/{self.total}", end=end, file=sys.stderr, flush=True)
+
+
+def read_annotations(path, num_classes=None, check_images=True, full_check=False,
+                     skip_bad=False, min_lines=1, max_problems=MAX_PROBLEMS, progress=None):
+    """Read and validate an annotation file -> list of AnnotationLine.
+
+    Every line is checked before anything trains: box syntax, x_min < x_max,
+    y_min < y_max, class id in [0, num_classes) (when given) and, with check_images,
+    that the image exists, is not empty or truncated (header and end-of-file check;
+    full_check decodes it) and holds the boxes (1 pixel of slack). Problems are
+    collected (the first `max_problems` shown) and raised as one UserError of
+    `FILE:LINE: what (value)` lines; with skip_bad, bad lines are dropped with a
+    warning on stderr instead. Fewer than `min_lines` usable lines is an error.
+    Image paths are resolved by `resolve_image_path`.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: annotation file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not an annotation file") from None
+    raw_lines = [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)]
+    raw_lines = [(n, line) for n, line in raw_lines
+                 if line.strip() and not line.lstrip().startswith("#")]
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _Progress(len(raw_lines), f"checking {path}", show and check_images)
+    good, problems, bad_lines = [], [], 0
+    for done, (number, line) in enumerate(raw_lines, 1):
+        source = f"{path}:{number}"
+        line_problems = _validate(line, path, num_classes, check_images, full_check)
+        if isinstance(line_problems, AnnotationLine):
+            good.append(line_problems._replace(source=source))
+        else:
+            bad_lines += 1
+            problems += [f"{source}: {p}" for p in line_problems]
+        bar.update(done)
+    if problems:
+        listing = "\n".join(problems[:max_problems])
+        if len(problems) > max_problems:
+            listing += f"\n... and {len(problems) - max_problems} more problems"
+        if not skip_bad:
+            raise UserError(f"{path}: {bad_lines} bad lines of {len(raw_lines)} "
+                            f"(fix them, or skip them with --skip-bad):\n{listing}")
+        print(f"warning: {path}: skipping {bad_lines} bad lines of {len(raw_lines)}:\n"
+              f"{listing}", file=sys.stderr)
+    if not good:
+        raise UserError(f"{path}: no usable annotation lines ({len(raw_lines)} lines, "
+                        f"{bad_lines} bad)")
+    if len(good) < min_lines:
+        raise UserError(f"{path}: {len(good)} usable lines, fewer than one batch "
+                        f"({min_lines})")
+    return good
+
+
+def _validate(line, annotation_path, num_classes, check_images, full_check):
+    """An AnnotationLine, or the list of problems of this line."""
+    image_path, boxes, tokens, problems = _parse(line, num_classes)
+    if not image_path:
+        return problems
+    resolved, tried = resolve_image_path(image_path, annotation_path)
+    if check_images:
+        try:
+            size = check_image(resolved, full=full_check)
+        except ImageError as exc:
+            if exc.reason == "image not found" and len(tried) == 2:
+                problems.append(f"image not found ({image_path}; tried {tried[0]} "
+                                f"and {tried[1]})")
+            else:
+                problems.append(f"{exc.reason} ({resolved})")
+        else:
+            if not problems:
+                problems += _check_boxes_in_image(boxes, tokens, size)
+    return problems or AnnotationLine(resolved, boxes)
+
+
+def as_annotation_lines(lines):
+    """AnnotationLine objects from AnnotationLines or line strings (parsed, paths
+    relative to the current directory); UserError for a malformed string."""
+    result = []
+    for number, line in enumerate(lines, 1):
+        if isinstance(line, str):
+            line = parse_line(line, source=f"line {number}")
+        result.append(line)
+    return result
+
+
+class YoloDataset(keras.utils.PyDataset):
+    """Training batches `([images (b, h, w, 3) float32 in [0, 1], *y_true], zeros(b))`.
+
+    lines: AnnotationLine objects or line strings. input_shape: (h, w).
+    augment: get_random_data(random=True) (training); False gives the letterboxed
+    image (validation). shuffle: a new order each epoch. Each batch draws from its own
+    numpy Generator seeded by (seed, epoch, batch index), so batches are the same
+    whatever the number of workers and differ across batches and epochs.
+    len = max(1, lines // batch_size); a batch larger than the data wraps around.
+    """
+
+    def __init__(self, lines, batch_size, input_shape, anchors, num_classes, mask=None,
+                 augment=True, shuffle=True, seed=None, max_boxes=20,
+                 exif_transpose=False, initial_epoch=0, **kwargs):
+        super().__init__(**kwargs)
+        self.lines = as_annotation_lines(lines)
+        if not self.lines:
+            raise UserError("no annotation lines to train on")
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1 ({batch_size})")
+        self.batch_size = int(batch_size)
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.anchors = np.asarray(anchors, dtype=np.float32)
+        self.num_classes, self.mask = num_classes, mask
+        self.augment, self.shuffle = augment, shuffle
+        self.max_boxes, self.exif_transpose = max_boxes, exif_transpose
+        self.seed = int(np.random.SeedSequence().entropy) if seed is None else int(seed)
+        self.epoch = int(initial_epoch)
+        self._order_epoch, self._order = None, None
+
+    def __len__(self):
+        return max(1, len(self.lines) // self.batch_size)
+
+    def order(self, epoch):
+        """The line order of an epoch: a permutation seeded by (seed, epoch)."""
+        if self._order_epoch != epoch:
+            n = len(self.lines)
+            self._order = (np.random.default_rng([self.seed, epoch]).permutation(n)
+                           if self.shuffle else np.arange(n))
+            self._order_epoch = epoch
+        return self._order
+
+    def batch_lines(self, index):
+        """The AnnotationLines of batch `index` in the current epoch."""
+        order = self.order(self.epoch)
+        picks = order[(index * self.batch_size + np.arange(self.batch_size)) % len(order)]
+        return [self.lines[i] for i in picks]
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} outside 0..{len(self) - 1}")
+        from .model import preprocess_true_boxes  # the model module imports keras ops
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        h, w = self.input_shape
+        images = np.empty((self.batch_size, h, w, 3), np.float32)
+        boxes = np.empty((self.batch_size, self.max_boxes, 5), np.float32)
+        for j, line in enumerate(self.batch_lines(index)):
+            images[j], boxes[j] = get_random_data(
+                line, self.input_shape, random=self.augment, max_boxes=self.max_boxes,
+                rng=rng, exif_transpose=self.exif_transpose)
+        y_true = preprocess_true_boxes(boxes, self.input_shape, self.anchors,
+                                       self.num_classes, mask=self.mask)
+        return (images, *y_true), np.zeros(self.batch_size, np.float32)
+
+    def set_epoch(self, epoch):
+        """Continue from `epoch` (for resumed training)."""
+        self.epoch = int(epoch)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def data_generator(annotation_lines, batch_size, input_shape, anchors, num_classes,
+                   rng=None, mask=None):
+    """The original's endless generator of augmented batches (kept for existing
+    scripts; YoloDataset is the parallel, reproducible replacement). Shuffles a copy
+    of the lines at the start of every pass; rng as in get_random_data."""
+    from .model import preprocess_true_boxes
+    lines = as_annotation_lines(annotation_lines)
+    shuffle = np.random.shuffle if rng is None else rng.shuffle
+    n = len(lines)
+    i = 0
+    while True:
+        image_data, box_data = [], []
+        for _ in range(batch_size):
+            if i == 0:
+                shuffle(lines)
+            image, box = get_random_data(lines[i], input_shape, random=True, rng=rng)
+            image_data.append(image)
+            box_data.append(box)
+            i = (i + 1) % n
+        image_data = np.array(image_data)
+        box_data = np.array(box_data)
+        y_true = preprocess_true_boxes(box_data, input_shape, anchors, num_classes, mask=mask)
+        yield [image_data, *y_true], np.zeros(batch_size, np.float32)
+
+
+def data_generator_wrapper(annotation_lines, batch_size, input_shape, anchors, num_classes,
+                           **kwargs):
+    """data_generator, or None for no lines or a batch size <= 0 (the original's)."""
+    n = len(annotation_lines)
+    if n == 0 or batch_size <= 0:
+        return None
+    return data_generator(annotation_lines, batch_size, input_shape, anchors, num_classes,
+                          **kwargs)
