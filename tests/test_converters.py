@@ -76,8 +76,8 @@ def test_voc_default_skips_difficult_and_collects_sorted_classes(voc):
     assert conversion.classes == ["bird", "cat", "dog"]
     # 10.4 -> 10, 20.6 -> 21, 63.7 -> 64 (= width, kept)
     assert lines_of(conversion, voc) == ["JPEGImages/a.jpg 1,2,30,40,2 10,21,64,48,1"]
-    assert conversion.counts["difficult"] == 2
-    assert conversion.counts["left out"] == 2  # b: only a difficult object; c: none
+    assert conversion.counts["difficult objects skipped"] == 2
+    assert conversion.counts["images without boxes left out"] == 2  # b: only a difficult object; c: none
 
 
 def test_voc_difficult_and_negatives(voc):
@@ -100,7 +100,7 @@ def test_voc_classes_file_ids_and_unknown(voc):
                                 "('bird') not in the classes file")
     conversion = convert_voc(voc, classes=["dog", "cat"], include_difficult=True,
                              skip_unknown=True)
-    assert conversion.counts["unknown class"] == 1
+    assert conversion.counts["objects of unknown classes skipped"] == 1
     assert len(conversion.images) == 1
 
 
@@ -185,8 +185,9 @@ def test_coco_ids_in_coco_order(coco, tmp_path):
     # (half to even), x_max 40.2 -> 40, y_max 40.5 -> 40; the 0.3 px wide box and the
     # crowd box are skipped; b (crowd only) and c (nothing) are left out.
     assert lines_of(conversion, tmp_path) == ["images/a.jpg 10,20,40,40,16 0,0,64,48,0"]
-    assert (conversion.counts["crowd"], conversion.counts["under 1 px"]) == (1, 1)
-    assert conversion.counts["left out"] == 2
+    assert summary(conversion) == (
+        "1 images (0 negatives), 2 boxes, 80 classes; 1 objects under 1 px skipped; "
+        "1 crowd objects skipped; 2 images without boxes left out")
     names = conversion.classes
     assert (len(names), names[0], names[16], names[79]) == (80, "person", "dog", "toothbrush")
     assert names[3] == "motorcycle"  # not listed in the file: the standard name
@@ -203,9 +204,9 @@ def test_coco_listed_present_and_negatives(coco, tmp_path):
     assert present.classes == ["person", "dog"]
     assert lines_of(present, tmp_path) == ["images/a.jpg 10,20,40,40,1 0,0,64,48,0",
                                            "images/c.jpg"]
-    assert summary(present) == ("2 images (1 negatives), 2 boxes, 2 classes; skipped "
-                                "objects: 1 under 1 px, 1 crowd; 1 images without boxes "
-                                "left out")
+    assert summary(present) == ("2 images (1 negatives), 2 boxes, 2 classes; 1 objects "
+                                "under 1 px skipped; 1 crowd objects skipped; 1 images "
+                                "without boxes left out")
 
 
 def coco_with(**changes):
@@ -270,8 +271,8 @@ def test_yolo_boxes_from_normalised_labels(yolo):
     # a: cx 32 cy 24 w 16 h 24 -> 24,12,40,36; cx 8 cy 12 w 16 h 24 -> 0,0,16,24
     assert lines_of(conversion, yolo) == ["images/a.jpg 24,12,40,36,0 0,0,16,24,1",
                                           "images/sub/c.jpg 0,0,64,48,2"]
-    assert conversion.counts["label files without an image"] == 1
-    assert conversion.counts["left out"] == 2
+    assert summary(conversion) == ("2 images (0 negatives), 3 boxes, 3 classes; 2 images "
+                                   "without boxes left out; 1 label files without an image")
     negatives = convert_yolo(yolo / "images", classes=["x", "y", "z"], negatives=True)
     assert lines_of(negatives, yolo) == [
         "images/a.jpg 24,12,40,36,0 0,0,16,24,1", "images/b.png", "images/d.jpg",
@@ -357,7 +358,7 @@ def test_cli_writes_files_and_summary(voc, tmp_path, capsys):
                                "../VOC/JPEGImages/c.jpg\n")
     assert (tmp_path / "out" / "voc_classes.txt").read_text() == "bird\ncat\ndog\n"
     assert capsys.readouterr().out.splitlines()[0] == (
-        "voc: 2 images (1 negatives), 2 boxes, 3 classes; skipped objects: 2 difficult; "
+        "voc: 2 images (1 negatives), 2 boxes, 3 classes; 2 difficult objects skipped; "
         "1 images without boxes left out")
 
 

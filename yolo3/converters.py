@@ -33,6 +33,8 @@ COCO_NAMES = (
     "refrigerator,book,clock,vase,scissors,teddy bear,hair drier,toothbrush").split(",")
 COCO_CATEGORY_MODES = ("coco", "listed", "present")
 _LINE = "_line"  # attribute holding an XML element's start line
+LEFT_OUT = "images without boxes left out"
+TINY = "objects under 1 px skipped"
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Conversion:
             self.counts["boxes"] += len(boxes)
             self.counts["negatives"] += not boxes
             return True
-        self.counts["left out"] += 1
+        self.counts[LEFT_OUT] += 1
         return False
 
 
@@ -215,13 +217,13 @@ def convert_voc(folder, images=None, classes=None, ids=None, include_difficult=F
         boxes = []
         for name, box, difficult, where in objects:
             if difficult and not include_difficult:
-                counts["difficult"] += 1
+                counts["difficult objects skipped"] += 1
             elif name not in index:
                 if not skip_unknown:
                     raise UserError(f"{where}: unknown class ({name!r}) not in the classes file")
-                counts["unknown class"] += 1
+                counts["objects of unknown classes skipped"] += 1
             elif box is None:
-                counts["under 1 px"] += 1
+                counts[TINY] += 1
             else:
                 boxes.append((*box, index[name]))
         conversion.add(image, boxes, len(objects) - len(boxes), negatives)
@@ -300,7 +302,7 @@ def convert_coco(json_path, images, categories="coco", negatives=False):
             raise UserError(f"{where}: unknown image_id ({iid!r})")
         _, width, height, objects, skipped = entries[iid]
         if annotation.get("iscrowd"):
-            skipped["crowd"] += 1
+            skipped["crowd objects skipped"] += 1
             continue
         bbox = annotation.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
@@ -308,7 +310,7 @@ def convert_coco(json_path, images, categories="coco", negatives=False):
         x, y, w, h = (_number(v, where, "bbox value") for v in bbox)
         box = pixel_box(x, y, x + w, y + h, width, height, where)
         if box is None:
-            skipped["under 1 px"] += 1
+            skipped[TINY] += 1
         else:
             objects.append((*box, cid, where))
             used.setdefault(cid, where)
@@ -357,7 +359,8 @@ def convert_yolo(folder, labels=None, classes=None, negatives=False):
         if not found:
             raise UserError(f"{folder}: no classes.txt; give the class names with --classes")
         classes = read_classes(found[0])
-    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not p.name.startswith(".") and p.is_file())
     if not files:
         raise UserError(f"{images}: no images ({' '.join(IMAGE_EXTENSIONS)})")
     conversion = Conversion(classes=list(classes))
@@ -383,13 +386,14 @@ def convert_yolo(folder, labels=None, classes=None, negatives=False):
                 box = pixel_box((cx - w / 2) * width, (cy - h / 2) * height,
                                 (cx + w / 2) * width, (cy + h / 2) * height, width, height, where)
                 if box is None:
-                    conversion.counts["under 1 px"] += 1
+                    conversion.counts[TINY] += 1
                     skipped += 1
                 else:
                     boxes.append((*box, int(cls)))
         conversion.add(image, boxes, skipped, negatives)
     orphans = set(labels.rglob("*.txt")) - label_files - {labels / "classes.txt"}
-    conversion.counts["label files without an image"] = len(orphans)
+    if orphans:
+        conversion.counts["label files without an image"] = len(orphans)
     return conversion
 
 
@@ -432,17 +436,9 @@ def write_annotations(conversion, output, classes_output=None, absolute=False):
 
 
 def summary(conversion):
-    """One paragraph: images, boxes, classes, and what was skipped or left out."""
-    counts = conversion.counts
-    text = (f"{len(conversion.images)} images ({counts['negatives']} negatives), "
-            f"{counts['boxes']} boxes, {len(conversion.classes)} classes")
-    skipped = [f"{n} {what}" for what, n in counts.items()
-               if n and what not in ("boxes", "negatives", "left out",
-                                     "label files without an image")]
-    if skipped:
-        text += "; skipped objects: " + ", ".join(skipped)
-    if counts["left out"]:
-        text += f"; {counts['left out']} images without boxes left out"
-    if counts["label files without an image"]:
-        text += f"; {counts['label files without an image']} label files without an image"
-    return text
+    """One line: images, boxes, classes, then what was skipped or left out."""
+    counts = Counter(conversion.counts)
+    text = (f"{len(conversion.images)} images ({counts.pop('negatives', 0)} negatives), "
+            f"{counts.pop('boxes', 0)} boxes, {len(conversion.classes)} classes")
+    notes = [f"{n} {what}" for what, n in counts.items() if n]
+    return "; ".join([text] + notes)
