@@ -4,11 +4,8 @@ The source checks walk the syntax tree of every Python file in the project
 (library, scripts, benchmarks, tests), so comments and strings never trigger them.
 """
 import ast
-import hashlib
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
