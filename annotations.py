@@ -21,8 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    parser = _Parser(description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(description=__doc__.split("\n\n")[0])
     formats = parser.add_subparsers(dest="format", required=True, metavar="{voc,coco,yolo}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-o", "--output", required=True,
@@ -32,11 +31,11 @@ def build_parser():
                              "e.g. train.txt -> train_classes.txt)")
     common.add_argument("--negatives", action="store_true",
                         help="keep images without any object as lines with only a path "
-                             "(images whose objects were all skipped are still left out)")
+                             "(images whose objects were all skipped are still left out; default: left out)")
     common.add_argument("--absolute", action="store_true",
                         help="write absolute image paths instead of paths relative to "
-                             "the output file's folder")
-    kw = dict(parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             "the output file's folder (default: relative)")
+    kw = dict(parents=[common])
 
     voc = formats.add_parser("voc", help="Pascal VOC XML files", **kw,
                              description="Pascal VOC XML: one file per image.")
@@ -64,7 +63,7 @@ def build_parser():
     coco.add_argument("--categories", choices=COCO_CATEGORY_MODES, default="coco",
                       help="class ids: coco = the 80 COCO categories as 0..79 in COCO "
                            "order; listed = the file's categories by id; present = "
-                           "only categories with boxes, by id")
+                           "only categories with boxes, by id (default: coco)")
 
     yolo = formats.add_parser("yolo", help="YOLO normalised txt labels", **kw,
                               description="YOLO labels: `class cx cy w h` (0..1) per "

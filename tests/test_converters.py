@@ -389,3 +389,26 @@ def test_cli_process_exit_status(tmp_path):
     for flag in ("--output", "--classes-out", "--negatives", "--absolute", "--images",
                  "--ids", "--classes", "--include-difficult", "--skip-unknown"):
         assert flag in help_text
+
+
+def test_written_file_reads_back_with_the_trainer_parser(tmp_path):
+    from yolo3.data import read_annotations
+    image(tmp_path / "data" / "my image.jpg")
+    image(tmp_path / "data" / "#1.jpg", (80, 60))
+    write(tmp_path / "data" / "#1.txt", "0 0.25 0.25 0.25 0.25\n")  # 10,8,30,22 in 80x60
+    conversion = convert_yolo(tmp_path / "data", classes=["a"], negatives=True)
+    out = tmp_path / "lists" / "t.txt"
+    write_annotations(conversion, out)
+    lines = read_annotations(out, num_classes=1)
+    assert [Path(line.path).resolve() for line in lines] == [
+        (tmp_path / "data" / name).resolve() for name in ("#1.jpg", "my image.jpg")]
+    assert lines[0].boxes.tolist() == [[10, 8, 30, 22, 0]]
+    assert lines[1].boxes.shape == (0, 5)
+
+
+def test_xml_entity_bomb_is_refused(tmp_path):
+    entities = "".join(f'<!ENTITY e{i} "{f"&e{i - 1};" * 10}">' for i in range(1, 10))
+    xml = write(tmp_path / "a.xml", f'<!DOCTYPE a [<!ENTITY e0 "{"x" * 64}">{entities}]>'
+                                    "<annotation><filename>&e9;</filename></annotation>")
+    with pytest.raises(UserError, match=f"{xml}:1: malformed XML"):
+        convert_voc(tmp_path)
