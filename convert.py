@@ -1,0 +1,232 @@
+"""Convert darknet cfg + weights to Keras 3 (weights by layer name, or a .keras
+model), or a Keras YOLOv3 / tiny model back to darknet (.cfg + .weights).
+
+    python convert.py yolov3.cfg yolov3.weights            # -> model_data/yolo_weights.h5
+    python convert.py yolov3-tiny.cfg yolov3-tiny.weights  # -> model_data/tiny_yolo_weights.h5
+    python convert.py --partial darknet53.cfg darknet53.conv.74 model_data/darknet53_weights.h5
+    python convert.py --to-darknet trained.weights.h5 --classes voc.txt \\
+        --anchors model_data/yolo_anchors.txt out/yolov3-voc
+"""
+import argparse
+import contextlib
+import os
+import sys
+import time
+import warnings
+
+from yolo3.errors import UserError, run_cli
+
+DEFAULT_OUTPUTS = {3: "model_data/yolo_weights.h5", 2: "model_data/tiny_yolo_weights.h5"}
+PROGRESS_FLOATS = 10_000_000  # show a progress bar for files larger than this
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config_path", nargs="?", help="darknet cfg file")
+    parser.add_argument("weights_path", nargs="?", help="darknet .weights file")
+    parser.add_argument("output_path", nargs="?", help=(
+        "output: .h5 / .weights.h5 = weights by layer name, .keras = full model "
+        "(default: model_data/yolo_weights.h5 for a 3-head cfg, "
+        "model_data/tiny_yolo_weights.h5 for a 2-head cfg); with --to-darknet the "
+        "output prefix (writes PREFIX.cfg and PREFIX.weights)"))
+    parser.add_argument("-w", "--weights-only", action="store_true",
+                        help="write weights only, even for a .keras name (default: off)")
+    parser.add_argument("-p", "--plot-model", action="store_true",
+                        help="also draw the model graph to OUTPUT.png (needs pydot and "
+                             "graphviz; default: off)")
+    parser.add_argument("--anchors-out", metavar="FILE",
+                        help="also write the cfg's [yolo] anchors to FILE (default: none)")
+    parser.add_argument("--strict", action="store_true",
+                        help="leftover floats in the weights file are an error, not a "
+                             "warning (default: off)")
+    parser.add_argument("--partial", action="store_true",
+                        help="accept a weights file that covers only the first layers "
+                             "(e.g. darknet53.conv.74); the rest keep their initial "
+                             "values (default: off)")
+    parser.add_argument("--bn-epsilon", type=float, default=1e-3,
+                        help="BatchNormalization epsilon of the Keras model; gamma is "
+                             "adjusted so the outputs match darknet (default: 1e-3, as "
+                             "yolo_body)")
+    parser.add_argument("--to-darknet", metavar="MODEL",
+                        help="convert the other way: a Keras model (.keras) or weights "
+                             "file (.h5, .weights.h5) of a YOLOv3 / tiny model to "
+                             "darknet; needs --classes and --anchors (default: off)")
+    parser.add_argument("--classes", metavar="C",
+                        help="with --to-darknet: classes file or class count")
+    parser.add_argument("--anchors", metavar="A",
+                        help="with --to-darknet: anchors file (9 = YOLOv3, 6 = tiny)")
+    parser.add_argument("--mask", help="with --to-darknet: anchor mask per head, e.g. "
+                                       "3,4,5/1,2,3 (default: the model kind's default)")
+    return parser.parse_args(argv)
+
+
+def output_kind(path, weights_only):
+    """'keras' (full model) or 'weights' for an output name, or a UserError."""
+    if path.endswith(".keras"):
+        if weights_only:
+            raise UserError(f"{path}: -w writes weights; name it .h5 or .weights.h5")
+        return "keras"
+    if path.endswith(".h5"):
+        return "weights"
+    raise UserError(f"{path}: output must end in .h5, .weights.h5 or .keras")
+
+
+def print_progress_bar(network):
+    from yolo3.darknet import ProgressBar
+    if network.num_floats >= PROGRESS_FLOATS:
+        return ProgressBar("reading weights")
+    return None
+
+
+def save_model(model, path, kind):
+    """Write `model` atomically as weights by layer name or as a .keras file."""
+    from yolo3.atomic import atomic_path
+    from yolo3.weights import save_weights
+    if kind == "weights":
+        save_weights(model, path)
+        return
+    with atomic_path(path) as temp:
+        keras_temp = temp + ".keras"  # Keras wants the suffix
+        try:
+            model.save(keras_temp)
+            os.replace(keras_temp, temp)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(keras_temp)
+
+
+def plot(model, path):
+    import keras
+    try:
+        keras.utils.plot_model(model, to_file=path, show_shapes=True)
+    except ImportError as exc:
+        print(f"-p: cannot draw the model graph ({exc}); install pydot and graphviz",
+              file=sys.stderr)
+        return
+    print(f"wrote {path}")
+
+
+def to_keras(args):
+    from yolo3 import darknet
+    from yolo3.anchors import MODEL_KINDS, write_anchors
+    if not args.config_path or not args.weights_path:
+        raise UserError("give a cfg file and a weights file (see --help)")
+    for path in (args.config_path, args.weights_path):
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+    if not 0 < args.bn_epsilon < 1:
+        raise UserError(f"--bn-epsilon must be between 0 and 1 ({args.bn_epsilon})")
+    network = darknet.load_cfg(args.config_path)
+    heads = len(network.heads)
+    output = args.output_path or DEFAULT_OUTPUTS.get(heads)
+    if output is None:
+        raise UserError(f"{args.config_path}: {heads} [yolo] sections; give the output "
+                        "file name")
+    kind = output_kind(output, args.weights_only)
+    anchors = None
+    if args.anchors_out:  # checked before anything is written
+        anchors = network.anchors()
+        if len(anchors) not in MODEL_KINDS:
+            raise UserError(f"{args.config_path}: {len(anchors)} anchors; an anchors "
+                            "file holds 9 (YOLOv3) or 6 (tiny-YOLOv3)")
+        if os.path.abspath(args.anchors_out) == os.path.abspath(output):
+            raise UserError("--anchors-out must differ from the output file")
+
+    start = time.perf_counter()
+    model = darknet.build_model(network, bn_epsilon=args.bn_epsilon)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        weights = darknet.read_weights(args.weights_path, network, args.bn_epsilon,
+                                       partial=args.partial, strict=args.strict,
+                                       progress=print_progress_bar(network))
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    darknet.set_weights(model, weights)
+    save_model(model, output, kind)
+    if anchors is not None:
+        write_anchors(args.anchors_out, anchors)
+    print_summary(network, weights, model, time.perf_counter() - start)
+    print(f"wrote {output}" + (f" and {args.anchors_out}" if anchors is not None else ""))
+    if args.plot_model:
+        plot(model, os.path.splitext(output)[0] + ".png")
+    return 0
+
+
+def print_summary(network, weights, model, seconds):
+    major, minor, revision = weights.version
+    convs = network.convs
+    print(f"darknet weights {major}.{minor}.{revision}, seen {weights.seen}: read "
+          f"{weights.floats_read} of {weights.floats_total} floats in {seconds:.1f} s")
+    print(f"{len(network.layers)} darknet layers, {len(convs)} convolutions "
+          f"({sum(c.params['bn'] for c in convs)} with batch norm), "
+          f"{model.count_params()} parameters")
+    if weights.missing:
+        got = (f"layers {weights.loaded[0]}..{weights.loaded[-1]} "
+               f"({len(weights.loaded)} convolutions)" if weights.loaded else "none")
+        print(f"--partial: weights for {got}; no weights for layers "
+              + ", ".join(str(i) for i in weights.missing))
+    for number, head in enumerate(network.heads, 1):
+        print(f"head {number}: conv_{head['source']:03d}, {head['classes']} classes, "
+              f"mask {','.join(map(str, head['mask']))}")
+    if len(network.heads) == 2:
+        print("note: the project decodes tiny models with mask 3,4,5/1,2,3 by default "
+              "(darknet's yolov3-tiny weights were trained with it, whatever the cfg "
+              "says); see --mask in yolo.py / train.py")
+
+
+def class_count(text):
+    from yolo3.data import get_classes
+    if text.isdigit():
+        count = int(text)
+    else:
+        if not os.path.isfile(text):
+            raise UserError(f"{text}: no such classes file")
+        count = len(get_classes(text))
+    if count < 1:
+        raise UserError(f"--classes: need at least one class ({text})")
+    return count
+
+
+def to_darknet(args):
+    import keras
+    import numpy as np
+    from yolo3 import darknet
+    from yolo3.anchors import anchor_masks, get_anchors, parse_mask
+    from yolo3.model import tiny_yolo_body, yolo_body
+    from yolo3.weights import load_weights
+    if args.config_path and args.weights_path or not args.config_path or args.output_path:
+        raise UserError("--to-darknet MODEL takes one argument: the output prefix")
+    if not args.classes or not args.anchors:
+        raise UserError("--to-darknet needs --classes and --anchors")
+    if not os.path.isfile(args.to_darknet):
+        raise UserError(f"{args.to_darknet}: no such file")
+    num_classes = class_count(args.classes)
+    anchors = get_anchors(args.anchors)
+    mask = anchor_masks(len(anchors), parse_mask(args.mask) if args.mask else None)
+    if args.to_darknet.endswith(".keras"):
+        model = keras.saving.load_model(args.to_darknet, compile=False, safe_mode=True)
+    else:
+        body = yolo_body if len(anchors) == 9 else tiny_yolo_body
+        model = body(keras.Input((None, None, 3), name="image"), len(mask[0]), num_classes)
+        loaded, skipped = load_weights(model, args.to_darknet, skip_mismatch=False)
+        if skipped:
+            raise UserError(f"{args.to_darknet}: no weights for "
+                            + ", ".join(name for name, _ in skipped[:5])
+                            + (" ..." if len(skipped) > 5 else ""))
+    cfg, weights, floats = darknet.write_darknet(model, args.config_path,
+                                                 np.asarray(anchors), mask, num_classes)
+    print(f"wrote {cfg} and {weights} ({floats} floats, {num_classes} classes, "
+          f"mask {'/'.join(','.join(map(str, m)) for m in mask)})")
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.to_darknet:
+        return to_darknet(args)
+    return to_keras(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
