@@ -76,7 +76,9 @@ def _parse_box(token, number, num_classes):
         values = [float(f) for f in fields]
     except ValueError:
         return None, [f"unparsable box, expected numbers ({where})"]
-    if not all(np.isfinite(values)):
+    with np.errstate(over="ignore"):  # beyond float32 (3.4e38) -> inf
+        finite = np.isfinite(np.array(values, dtype=np.float32)).all()
+    if not finite:
         return None, [f"unparsable box, numbers must be finite ({where})"]
     problems = []
     x_min, y_min, x_max, y_max, class_id = values
