@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from yolo3.errors import UserError
@@ -113,3 +113,64 @@ def test_preprocess_true_boxes_bad_class(case, bad):
                                             np.float32)], axis=1)
     with pytest.raises((ValueError, UserError), match="class"):
         preprocess_true_boxes(boxes, input_shape, _anchors(tiny), num_classes)
+
+
+# ---------------------------------------------------------------------------
+# Annotation lines and files
+
+NUMBER = st.one_of(st.integers(-10**6, 10**6).map(str),
+                   st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                   st.sampled_from(["1e39", "-1e39", "1e400", "3.4e38", "1" * 60, "",
+                                    "+", "-", ".", "e", "0x1", "1,5"]))
+BOX = st.lists(NUMBER, min_size=0, max_size=7).map(",".join)
+SEPARATOR = st.sampled_from([" ", "  ", "\t", "\u00a0", "\u3000", " \r", "\x0b"])
+LINE = st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda path, boxes, sep: sep.join([path] + boxes),
+              st.text(min_size=0, max_size=20).filter(lambda s: "\n" not in s),
+              st.lists(BOX, max_size=4), SEPARATOR),
+)
+
+
+def _check_line(line, num_classes):
+    assert isinstance(line.path, str) and line.path
+    assert line.boxes.dtype == np.float32 and line.boxes.shape[1:] == (5,)
+    boxes = line.boxes
+    assert np.all(np.isfinite(boxes)), boxes
+    assert np.all(boxes[:, 0] < boxes[:, 2]) and np.all(boxes[:, 1] < boxes[:, 3])
+    classes = boxes[:, 4]
+    assert np.all(classes == np.floor(classes)) and np.all(classes >= 0)
+    if num_classes is not None:
+        assert np.all(classes < num_classes)
+
+
+@FUZZ
+@given(text=LINE, num_classes=st.one_of(st.none(), st.integers(1, 5)))
+@example(text="a.jpg 0,0,1e39,5,0", num_classes=None)     # float32 overflow -> inf
+@example(text="a b.jpg 1,2,3,4,1e39", num_classes=None)
+def test_annotation_line(text, num_classes):
+    from yolo3.data import parse_line
+    try:
+        line = parse_line(text, source="f.txt:7", num_classes=num_classes)
+    except UserError as exc:
+        assert all(m.startswith("f.txt:7: ") for m in str(exc).split("\n")), str(exc)
+        return
+    _check_line(line, num_classes)
+
+
+@FUZZ
+@given(lines=st.lists(LINE, max_size=6), eol=st.sampled_from(["\n", "\r\n"]),
+       bom=st.booleans(), raw=st.one_of(st.none(), st.binary(max_size=60)))
+def test_annotation_file(tmp_path_factory, lines, eol, bom, raw):
+    """Any file content: validated lines, or one UserError naming FILE:LINE."""
+    from yolo3.data import read_annotations
+    data = raw if raw is not None else (
+        ("\ufeff" if bom else "") + eol.join(lines)).encode("utf-8", "surrogatepass")
+    path = _write(tmp_path_factory.mktemp("ann"), "train.txt", data)
+    try:
+        good = read_annotations(path, num_classes=3, check_images=False)
+    except UserError as exc:
+        assert str(path) in str(exc).split("\n")[0]
+        return
+    for line in good:
+        _check_line(line, 3)
