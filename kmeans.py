@@ -13,7 +13,8 @@ from yolo3.anchors import anchor_masks, parse_mask, write_anchors
 from yolo3.atomic import atomic_path
 from yolo3.errors import UserError, run_cli
 from yolo3.kmeans import (BPR_IOU, BPR_RATIO, UPDATES, anchor_stats, euclidean_kmeans,
-                          evolve_anchors, iou_kmeans, read_box_sizes, sort_by_area, wh_iou)
+                          evolve_anchors, iou_kmeans, read_box_sizes, refine_integer,
+                          sort_by_area, wh_iou)
 
 PLOT_POINTS = 20000     # boxes drawn in the scatter at most (a fixed random subset)
 
@@ -55,7 +56,7 @@ def build_parser():
                         "y_max,class ...` per line")
     parser.add_argument("-k", type=positive, default=9,
                         help="number of anchors: 9 for YOLOv3, 6 for tiny-YOLOv3")
-    parser.add_argument("--input-size", type=parse_size, default=(416, 416),
+    parser.add_argument("--input-size", type=parse_size, default="416",
                         metavar="WxH", help="network input size; boxes are scaled by "
                         "their image's letterbox factor into these pixels")
     parser.add_argument("--raw-pixels", action="store_true",
@@ -187,7 +188,10 @@ def main(argv=None):
         after = anchor_stats(wh, np.maximum(np.rint(anchors), 1)).mean_iou
         print(f"evolved {args.evolve} generations: mean IoU {before:.2%} -> {after:.2%}")
 
-    anchors = sort_by_area(np.maximum(np.rint(anchors), 1))   # as written to the file
+    if args.metric == "iou":
+        anchors = refine_integer(wh, anchors)     # whole pixels, as the file holds
+    else:
+        anchors = sort_by_area(np.maximum(np.rint(anchors), 1))
     stats = anchor_stats(wh, anchors)
     heads = head_names(args.k, args.mask, args.input_size)
     print("anchors (w,h), sorted by area; boxes = boxes whose best anchor it is:")
