@@ -382,8 +382,10 @@ def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=No
         slot = slot_of_anchor[best_anchor]
         take = slot >= 0
         b, k, row = image_index[take], slot[take], rows[take]
-        i = np.clip(np.floor(row[:, 0] * grid_w).astype("int32"), 0, grid_w - 1)
-        j = np.clip(np.floor(row[:, 1] * grid_h).astype("int32"), 0, grid_h - 1)
+        # float32 coordinate times the grid size in float64, as the original's
+        # numpy scalar arithmetic (it decides the cell of a box on a cell edge).
+        i = np.clip(np.floor(row[:, 0].astype("float64") * grid_w).astype("int32"), 0, grid_w - 1)
+        j = np.clip(np.floor(row[:, 1].astype("float64") * grid_h).astype("int32"), 0, grid_h - 1)
         c = row[:, 4].astype("int32")
         # A later box in the same cell and slot overwrites box and objectness, but
         # the class bits of the earlier one stay set (the original's loop does this).
