@@ -18,8 +18,9 @@ from .images import ImageError, check_image
 from .utils import get_random_data
 
 MAX_PROBLEMS = 50
-# A token that is meant as a box: numbers and commas only, with at least one comma.
-_BOX_LIKE = re.compile(r"[-+0-9.eE]*,[-+0-9.eE,]*")
+# A token meant as a box: numbers and commas with at least one comma and a digit,
+# or anything with 4 commas and no path separator (a box with a typo in it).
+_NUMBERS = re.compile(r"[-+0-9.eE]*,[-+0-9.eE,]*")
 _TOKEN = re.compile(r"\S+")
 
 
@@ -35,8 +36,12 @@ def get_classes(path):
     """Class names, one per line, in class-id order. Blank lines are ignored (the
     original counted them); a duplicate name or an empty file is a UserError."""
     path = os.fspath(path)
-    with open(path, encoding="utf-8-sig") as handle:
-        text = handle.read()
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a UTF-8 text file ({exc.reason} at byte "
+                        f"{exc.start})") from None
     names, first_seen = [], {}
     for number, raw in enumerate(text.split("\n"), 1):
         name = raw.strip()
@@ -94,12 +99,17 @@ def _parse_box(token, number, num_classes):
     return np.array(values, dtype=np.float32), problems
 
 
+def _box_like(token):
+    if _NUMBERS.fullmatch(token) and re.search(r"\d", token):
+        return True
+    return token.count(",") >= 4 and "/" not in token and "\\" not in token
+
+
 def _parse(text, num_classes=None):
     """(path, boxes float32 (n, 5), box tokens, problems) of one non-blank line."""
     text = text.strip()
     tokens = list(_TOKEN.finditer(text))
-    first_box = next((i for i, t in enumerate(tokens)
-                      if _BOX_LIKE.fullmatch(t.group()) and re.search(r"\d", t.group())),
+    first_box = next((i for i, t in enumerate(tokens) if _box_like(t.group())),
                      len(tokens))
     path = text[:tokens[first_box].start()].strip() if first_box < len(tokens) else text
     box_tokens = [t.group() for t in tokens[first_box:]]
