@@ -197,8 +197,8 @@ def _annotations(tmp_path, text):
 def test_read_box_sizes_scales_by_letterbox(tmp_path):
     Image.new("RGB", (832, 416)).save(tmp_path / "wide.png")
     Image.new("RGB", (100, 100)).save(tmp_path / "my image.png")   # space in the name
-    path = _annotations(tmp_path, "wide.png 0,0,100,60,0 10,10,30,50,1\n"
-                                  "my image.png 1,1,11,21,0\n\nwide.png\n")
+    path = _annotations(tmp_path, "wide.png 0,0,100,60,0 10,10,30,50,1\n# comment\n"
+                                  "my image.png 1,1,11,21.0,0\n\nwide.png\n")
     boxes = read_box_sizes(path, (416, 416))
     np.testing.assert_allclose(boxes.wh, [[50, 30], [10, 20], [41.6, 83.2]], rtol=1e-6)
     assert (boxes.lines, boxes.images) == (3, 2)
@@ -211,6 +211,8 @@ def test_read_box_sizes_scales_by_letterbox(tmp_path):
     ("a.jpg 1,1,5,5,0 x,1,5,5,0\n", r"train.txt:1: bad box 'x,1,5,5,0'"),
     ("a.jpg 5,1,5,9,0\n", r"train.txt:1: empty box"),
     ("a.jpg\nb.jpg\n", r"train.txt: no boxes in 2 lines"),
+    ("1,1,5,5,0\n", r"train.txt:1: no image path"),
+    ("a.jpg 1,1,5,nan,0\n", r"train.txt:1: bad box"),
 ])
 def test_read_box_sizes_errors(tmp_path, text, message):
     with pytest.raises(UserError, match=message):

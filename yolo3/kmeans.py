@@ -27,51 +27,56 @@ def letterbox_scale(image_wh, input_wh):
     return np.min(input_wh / image_wh, axis=1)
 
 
-_INT = r"[+-]?\d+"
-_BOX = re.compile(rf"^{_INT},{_INT},{_INT},{_INT}(,{_INT})?$")
-_BOXLIKE = re.compile(r"^[-+\d.,]*,[-+\d.,]*$")   # a broken box, not a file name
+# The line rules of yolo3.data (which imports keras, too slow to start for this
+# tool): the first token of numbers and commas is the first box; boxes are
+# x_min,y_min,x_max,y_max,class_id (decimals accepted); blank and `#` lines skipped.
+_BOX_LIKE = re.compile(r"[-+0-9.eE]*,[-+0-9.eE,]*")
+
+
+def _parse_box(token, where):
+    fields = token.split(",")
+    try:
+        values = [float(f) for f in fields]
+    except ValueError:
+        values = []
+    if len(fields) != 5 or len(values) != 5 or not np.all(np.isfinite(values)):
+        raise UserError(f"{where}: bad box {token!r} (expected x_min,y_min,x_max,y_max,"
+                        "class_id numbers)")
+    if values[2] <= values[0] or values[3] <= values[1]:
+        raise UserError(f"{where}: empty box {token!r} (x_max <= x_min or "
+                        "y_max <= y_min)")
+    return values[:4]
 
 
 def _read_annotation_boxes(path):
-    """Minimal annotation reader: yield (line_no, image_path, boxes (n, 4) int).
-
-    Line format `path x_min,y_min,x_max,y_max,class ...`; the path is everything
-    before the first box token, so paths may contain spaces.
-    """
+    """Yield (line_no, image_path, boxes (n, 4) float64) of each annotation line;
+    UserError `FILE:LINE: what (value)` for a malformed line."""
     path = str(path)
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, 1):
+            where = f"{path}:{line_no}"
             try:
-                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").strip()
             except UnicodeDecodeError:
-                raise UserError(f"{path}:{line_no}: not UTF-8 text") from None
-            tokens = list(re.finditer(r"\S+", line))
-            if not tokens:
+                raise UserError(f"{where}: not UTF-8 text") from None
+            if not line or line.startswith("#"):
                 continue
-            first = next((i for i, t in enumerate(tokens) if i and _BOX.match(t.group())),
-                         len(tokens))
-            for token in tokens[1:first]:
-                if _BOXLIKE.match(token.group()):
-                    raise UserError(f"{path}:{line_no}: bad box {token.group()!r} "
-                                    "(expected x_min,y_min,x_max,y_max,class_id integers)")
-            image = line[:tokens[first - 1].end()].strip()
-            boxes = []
-            for token in tokens[first:]:
-                text = token.group()
-                if not _BOX.match(text):
-                    raise UserError(f"{path}:{line_no}: bad box {text!r} (expected "
-                                    "x_min,y_min,x_max,y_max,class_id integers)")
-                x0, y0, x1, y1 = (int(v) for v in text.split(",")[:4])
-                if x1 <= x0 or y1 <= y0:
-                    raise UserError(f"{path}:{line_no}: empty box {text!r} "
-                                    "(x_max <= x_min or y_max <= y_min)")
-                boxes.append((x0, y0, x1, y1))
-            yield line_no, image, np.array(boxes, dtype=np.int64).reshape(-1, 4)
+            tokens = list(re.finditer(r"\S+", line))
+            first = next((i for i, t in enumerate(tokens) if _BOX_LIKE.fullmatch(t.group())
+                          and re.search(r"\d", t.group())), len(tokens))
+            if first == 0:
+                raise UserError(f"{where}: no image path before the boxes ({line[:40]})")
+            for token in tokens[1:first]:         # e.g. 1,2,3,nan,0: a broken box
+                if token.group().count(",") >= 3:
+                    _parse_box(token.group(), where)
+            image = line[:tokens[first].start()].strip() if first < len(tokens) else line
+            boxes = [_parse_box(t.group(), where) for t in tokens[first:]]
+            yield line_no, image, np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
 def _resolve_image(image, annotation_path):
-    """Image paths are relative to the working directory (the original) or, failing
-    that, to the annotation file's folder."""
+    """A relative path is looked up in the working directory first (the original),
+    then next to the annotation file (as yolo3.data.resolve_image_path)."""
     candidate = Path(image)
     if candidate.is_absolute() or candidate.exists():
         return candidate
@@ -104,7 +109,7 @@ def read_box_sizes(annotation_path, input_wh=(416, 416), raw_pixels=False):
         lines += 1
         if not len(boxes):
             continue
-        box_wh = (boxes[:, 2:4] - boxes[:, 0:2]).astype(np.float64)
+        box_wh = boxes[:, 2:4] - boxes[:, 0:2]
         key = str(_resolve_image(image, annotation_path))
         if not raw_pixels:
             if key not in sizes:
