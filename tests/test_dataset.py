@@ -1,0 +1,142 @@
+"""YoloDataset and the original generators: shapes, targets, reproducibility."""
+import pickle
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from yolo3.data import YoloDataset, data_generator, data_generator_wrapper, read_annotations
+from yolo3.errors import UserError
+from yolo3.utils import get_random_data
+
+ANCHORS = np.array([[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119],
+                    [116, 90], [156, 198], [373, 326]], np.float32)
+TINY = np.array([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def lines(tmp_path_factory):
+    """Six 64x64 noise images with one box (8, 8, 40, 40) each, class = index % 2."""
+    folder = tmp_path_factory.mktemp("ds")
+    rng = np.random.default_rng(0)
+    text = []
+    for index in range(6):
+        pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+        text.append(f"{index}.png 8,8,40,40,{index % 2}")
+    (folder / "ann.txt").write_text("\n".join(text) + "\n")
+    return read_annotations(folder / "ann.txt", num_classes=2)
+
+
+def _equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a[0], b[0]))
+
+
+def test_shapes_dtypes_and_targets_by_hand(lines):
+    data = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, augment=False, shuffle=False)
+    assert len(data) == 3
+    (images, *y_true), zeros = data[0]
+    assert images.shape == (2, 64, 64, 3) and images.dtype == np.float32
+    assert 0 <= images.min() and images.max() <= 1
+    assert [y.shape for y in y_true] == [(2, 2, 2, 3, 7), (2, 4, 4, 3, 7), (2, 8, 8, 3, 7)]
+    assert all(y.dtype == np.float32 for y in y_true)
+    assert zeros.shape == (2,) and not zeros.any()
+    # Box (8, 8)-(40, 40) unscaled: centre 24/64 = .375, size 32/64 = .5. Best anchor
+    # by IoU of 32x32: (33, 23) -> 32*23 / (1024 + 759 - 736) = .703 (next: (30, 61)
+    # .507), anchor 2 -> head 3 (stride 8, grid 8), slot 2, cell floor(.375*8) = 3.
+    assert y_true[0].sum() == 0 and y_true[1].sum() == 0
+    np.testing.assert_allclose(y_true[2][0, 3, 3, 2], [.375, .375, .5, .5, 1, 1, 0])
+    np.testing.assert_allclose(y_true[2][1, 3, 3, 2], [.375, .375, .5, .5, 1, 0, 1])
+    assert y_true[2][:, :, :, :, 4].sum() == 2
+    # Validation images are the letterboxed ones.
+    expected, _ = get_random_data(lines[0], (64, 64), random=False)
+    np.testing.assert_array_equal(images[0], expected)
+
+
+def test_tiny_anchors_and_mask(lines):
+    data = YoloDataset(lines, 3, (64, 64), TINY, 2, augment=False)
+    (_, *y_true), _ = data[0]
+    assert [y.shape for y in y_true] == [(3, 2, 2, 3, 7), (3, 4, 4, 3, 7)]
+    # 32x32 against the tiny anchors: (23, 27) is best, 621/1024 = .606 (next: (37, 58)
+    # .477): anchor 1 -> head 2 (stride 16, grid 4), slot 0, cell floor(.375*4) = 1.
+    assert y_true[1][:, 1, 1, 0, 4].tolist() == [1, 1, 1]
+    data = YoloDataset(lines, 3, (64, 64), TINY, 2, augment=False, mask=[[3, 4, 5], [0, 1, 2]])
+    (_, *y_true), _ = data[0]
+    assert y_true[1][:, 1, 1, 1, 4].tolist() == [1, 1, 1]
+
+
+def test_reproducible_with_a_seed(lines):
+    first = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=3)
+    again = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=3)
+    other = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=4)
+    assert _equal(first[1], again[1])
+    assert not _equal(first[1], other[1])
+    # A worker process gets a pickled copy: it makes the same batch.
+    assert _equal(pickle.loads(pickle.dumps(first))[2], again[2])
+
+
+def test_batches_and_epochs_draw_differently(lines):
+    same = [lines[0]] * 6  # identical lines: only the random draws differ
+    data = YoloDataset(same, 2, (64, 64), ANCHORS, 2, seed=0)
+    batches = [data[i][0][0] for i in range(3)]
+    data.on_epoch_end()
+    batches.append(data[0][0][0])
+    flat = [image for batch in batches for image in batch]
+    for a in range(len(flat)):
+        for b in range(a):
+            assert not np.array_equal(flat[a], flat[b])
+
+
+def test_reshuffled_each_epoch(lines):
+    data = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=1)
+    orders = []
+    for _ in range(3):
+        order = [line.source for i in range(len(data)) for line in data.batch_lines(i)]
+        assert sorted(order) == sorted(line.source for line in lines)
+        orders.append(order)
+        data.on_epoch_end()
+    assert orders[0] != orders[1] or orders[1] != orders[2]
+    data.set_epoch(0)
+    assert [l.source for l in data.batch_lines(0)] == orders[0][:2]
+    fixed = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, shuffle=False)
+    assert [l.source for l in fixed.batch_lines(2)] == [lines[4].source, lines[5].source]
+
+
+def test_small_data_wraps_and_strings_are_accepted(lines, monkeypatch):
+    monkeypatch.chdir(lines[0].path.rsplit("/", 1)[0])
+    data = YoloDataset(["0.png 8,8,40,40,1", "1.png"], 4, (32, 32), TINY, 2, seed=0)
+    assert len(data) == 1
+    (images, *_), _ = data[0]
+    assert images.shape == (4, 32, 32, 3)
+    with pytest.raises(IndexError):
+        data[1]
+    with pytest.raises(UserError):
+        YoloDataset(["0.png 1,2,3"], 1, (32, 32), TINY, 2)
+    with pytest.raises(UserError):
+        YoloDataset([], 1, (32, 32), TINY, 2)
+
+
+def test_fits_a_model_with_two_workers(lines):
+    data = YoloDataset(lines, 2, (64, 64), TINY, 2, seed=0, workers=2)
+    image = keras.Input((64, 64, 3), name="image")
+    y1 = keras.Input((2, 2, 3, 7))
+    y2 = keras.Input((4, 4, 3, 7))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(image))
+    loss = keras.layers.Lambda(
+        lambda t: keras.ops.sum(t[0], -1) ** 2 + keras.ops.sum(t[1]) * 0
+        + keras.ops.sum(t[2]) * 0, name="yolo_loss")([features, y1, y2])
+    model = keras.Model([image, y1, y2], loss)
+    model.compile("sgd", loss={"yolo_loss": lambda y_true, y_pred: y_pred})
+    history = model.fit(data, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert data.epoch >= 2  # Keras may also call on_epoch_end when fit starts
+
+
+def test_original_generators(lines):
+    generator = data_generator(lines, 4, (64, 64), ANCHORS, 2, rng=np.random.default_rng(0))
+    (images, *y_true), zeros = next(generator)
+    assert images.shape == (4, 64, 64, 3) and len(y_true) == 3 and zeros.shape == (4,)
+    assert next(generator)[0][0].shape == (4, 64, 64, 3)  # wraps past the 6 lines
+    assert data_generator_wrapper([], 4, (64, 64), ANCHORS, 2) is None
+    assert data_generator_wrapper(lines, 0, (64, 64), ANCHORS, 2) is None
