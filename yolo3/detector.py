@@ -166,6 +166,7 @@ def _compile(body, anchors, num_classes, mask):
     def run(images, shapes):
         boxes, scores = fn(images, shapes)
         return keras.ops.convert_to_numpy(boxes), keras.ops.convert_to_numpy(scores)
+    run.compiled = fn
     return run
 
 
