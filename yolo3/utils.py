@@ -27,8 +27,8 @@ def letterbox_image(image, size):
     iw, ih = image.size
     w, h = size
     scale = min(w / iw, h / ih)
-    nw = int(iw * scale)
-    nh = int(ih * scale)
+    nw = max(int(iw * scale), 1)  # the original crashed on a sliver (0 px side)
+    nh = max(int(ih * scale), 1)
     image = image.resize((nw, nh), Image.BICUBIC)
     new_image = Image.new('RGB', size, BACKGROUND)
     new_image.paste(image, ((w - nw) // 2, (h - nh) // 2))
@@ -152,8 +152,8 @@ def get_random_data(annotation_line, input_shape, random=True, max_boxes=20, jit
 
     if not random:
         scale = min(w / iw, h / ih)
-        nw = int(iw * scale)
-        nh = int(ih * scale)
+        nw = max(int(iw * scale), 1)  # the original crashed on a sliver (0 px side)
+        nh = max(int(ih * scale), 1)
         dx = (w - nw) // 2
         dy = (h - nh) // 2
         image_data = 0
