@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from yolo3.errors import UserError
 
-FUZZ = settings(max_examples=40, deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+# FUZZ_EXAMPLES=1000 for a longer local search; CI keeps the default.
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None,
+                database=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 def _write(tmp_path, name, data):
@@ -174,3 +175,69 @@ def test_annotation_file(tmp_path_factory, lines, eol, bom, raw):
         return
     for line in good:
         _check_line(line, 3)
+
+
+# ---------------------------------------------------------------------------
+# get_random_data: outputs inside the canvas, width and height > 1, <= max_boxes
+
+MODES = [("RGB", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"),
+         ("1", "PNG"), ("I;16", "PNG"), ("CMYK", "JPEG"), ("RGB", "JPEG"),
+         ("L", "JPEG"), ("F", "TIFF"), ("RGB", "BMP")]
+
+
+@st.composite
+def image_cases(draw):
+    iw, ih = draw(st.integers(1, 120)), draw(st.integers(1, 120))
+    mode, fmt = draw(st.sampled_from(MODES))
+    coord_x = st.floats(-10, iw + 10, allow_nan=False)
+    coord_y = st.floats(-10, ih + 10, allow_nan=False)
+    boxes = draw(st.lists(st.tuples(coord_x, coord_y, coord_x, coord_y,
+                                    st.integers(0, 3)), max_size=12))
+    # The parser guarantees x_min < x_max and y_min < y_max; order each box so.
+    boxes = [(min(a, c), min(b, d), max(a, c) + 0.5, max(b, d) + 0.5, k)
+             for a, b, c, d, k in boxes]
+    size = (32 * draw(st.integers(1, 4)), 32 * draw(st.integers(1, 4)))
+    return (iw, ih), mode, fmt, boxes, size, draw(st.integers(1, 8)), draw(
+        st.integers(0, 2**32 - 1))
+
+
+def _make_image(folder, image_size, mode, fmt, seed):
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    iw, ih = image_size
+    pixels = rng.integers(0, 256, size=(ih, iw, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, size=(ih, iw), dtype=np.uint16))
+    elif mode == "F":
+        image = Image.fromarray(rng.random((ih, iw), dtype=np.float32))
+    else:
+        image = image.convert(mode)
+    path = folder / f"image.{fmt.lower()}"
+    image.save(path, format=fmt)
+    return path
+
+
+@FUZZ
+@given(case=image_cases(), random=st.booleans())
+def test_get_random_data(tmp_path_factory, case, random):
+    from yolo3.data import AnnotationLine
+    from yolo3.utils import get_random_data
+    image_size, mode, fmt, boxes, (h, w), max_boxes, seed = case
+    path = _make_image(tmp_path_factory.mktemp("img"), image_size, mode, fmt, seed)
+    line = AnnotationLine(str(path), np.array(boxes, np.float32).reshape(-1, 5))
+    image, box = get_random_data(line, (h, w), random=random, max_boxes=max_boxes,
+                                 rng=np.random.default_rng(seed))
+    assert image.shape == (h, w, 3) and image.dtype == np.float32
+    assert np.all(np.isfinite(image)) and image.min() >= 0 and image.max() <= 1
+    assert box.shape == (max_boxes, 5) and box.dtype == np.float32
+    real = box[np.any(box != 0, axis=1)]
+    assert len(real) <= min(max_boxes, len(boxes))
+    # Real boxes first, zero padding after.
+    assert np.all(box[len(real):] == 0)
+    min_side = 1 if random else 0
+    assert np.all(real[:, 0] >= 0) and np.all(real[:, 1] >= 0)
+    assert np.all(real[:, 2] <= w) and np.all(real[:, 3] <= h)
+    assert np.all(real[:, 2] - real[:, 0] > min_side)
+    assert np.all(real[:, 3] - real[:, 1] > min_side)
+    assert set(real[:, 4].tolist()) <= {float(b[4]) for b in boxes}
