@@ -12,7 +12,8 @@ import numpy as np
 from yolo3.anchors import anchor_masks, parse_mask, write_anchors
 from yolo3.atomic import atomic_path
 from yolo3.errors import UserError, run_cli
-from yolo3.kmeans import (BPR_IOU, BPR_RATIO, UPDATES, anchor_stats, euclidean_kmeans,
+from yolo3.kmeans import (BPR_IOU, BPR_RATIO, RESTARTS_LARGE, RESTARTS_SMALL, SMALL_DATA,
+                          UPDATES, anchor_stats, euclidean_kmeans,
                           evolve_anchors, iou_kmeans, read_box_sizes, refine_integer,
                           sort_by_area, wh_iou)
 
@@ -47,11 +48,18 @@ def non_negative(text):
     return value
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None (the help text says what happens then)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description="k-means anchors (distance 1 - IoU of box width and height) for "
                     "YOLOv3 from an annotation file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("annotations", help="annotation file: `path x_min,y_min,x_max,"
                         "y_max,class ...` per line")
     parser.add_argument("-k", type=positive, default=9,
@@ -62,9 +70,10 @@ def build_parser():
     parser.add_argument("--raw-pixels", action="store_true",
                         help="cluster boxes in image pixels, unscaled (the original "
                         "tool's behaviour; needs no image files)")
-    parser.add_argument("--restarts", type=positive, default=10,
+    parser.add_argument("--restarts", type=positive, default=None,
                         help="k-means runs from different k-means++ seeds; the best "
-                        "mean IoU is kept")
+                        f"mean IoU is kept (default: {RESTARTS_SMALL} for up to "
+                        f"{SMALL_DATA:,} distinct box sizes, else {RESTARTS_LARGE})")
     parser.add_argument("--update", choices=UPDATES, default="median",
                         help="centroid update (median: the original)")
     parser.add_argument("--max-iter", type=positive, default=300,
@@ -78,13 +87,15 @@ def build_parser():
                         "(0: off)")
     parser.add_argument("--mask", type=parse_mask, default=None,
                         help="anchor mask for the head report, e.g. 3,4,5/1,2,3 "
-                        "(default: the model kind's)")
+                        "(default: the model kind's: 6,7,8/3,4,5/0,1,2 for 9 "
+                        "anchors, 3,4,5/1,2,3 for 6)")
     parser.add_argument("--out", default="yolo_anchors.txt",
                         help="anchors file to write (`w,h, w,h, ...`)")
     parser.add_argument("--force", action="store_true",
                         help="allow overwriting an existing file under model_data/")
     parser.add_argument("--plot", metavar="PNG", default=None,
-                        help="also save a plot of the clusters and anchors (PNG)")
+                        help="also save a plot of the clusters and anchors to this PNG "
+                        "(default: no plot)")
     return parser
 
 
@@ -180,7 +191,8 @@ def main(argv=None):
         how = "euclidean on (w, h), scikit-learn KMeans"
     state = "converged" if result.converged else "stopped at --max-iter"
     print(f"k-means ({how}), best of {result.restarts} restarts, seed {args.seed}: "
-          f"{state} after {result.iterations} iterations")
+          f"{state} after {result.iterations} iterations, mean IoU "
+          f"{result.mean_iou:.2%} before rounding to whole pixels")
     anchors = result.anchors
     if args.evolve:
         before = anchor_stats(wh, np.maximum(np.rint(anchors), 1)).mean_iou
@@ -202,7 +214,7 @@ def main(argv=None):
               f"{count / len(wh):6.1%}  {head}")
     if heads is None:
         print(f"note: train.py takes 9 (YOLOv3) or 6 (tiny-YOLOv3) anchors, not {args.k}")
-    print(f"Accuracy (mean best IoU): {stats.mean_iou:.2%}")
+    print(f"Accuracy: {stats.mean_iou:.2%} (mean best IoU)")
     print(f"Best possible recall: {stats.bpr_iou:.2%} of boxes with IoU > {BPR_IOU} to "
           f"an anchor; {stats.bpr_ratio:.2%} within {BPR_RATIO:g}x in w and h")
     write_anchors(args.out, anchors)
