@@ -122,18 +122,24 @@ def open_image(path, exif_transpose=False, max_pixels=MAX_PIXELS, return_orienta
     return_orientation, returns (image, orientation applied) for turning boxes."""
     path = _check_file(path)
     image = _open(path)
-    with image:
+    try:
         _check_pixels(path, image.size, max_pixels)
         orientation = exif_orientation(image) if exif_transpose else 1
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(path, f"truncated or damaged image ({exc})") from None
-        if orientation != 1:
-            image = ImageOps.exif_transpose(image)
-        rgb = to_rgb(image)
-        if rgb is image:
-            rgb = image.copy()  # detach from the file handle closed here
+        image.load()  # reads all pixels and closes the file (single-frame formats)
+    except (OSError, SyntaxError, ValueError) as exc:
+        image.close()
+        raise ImageError(path, f"truncated or damaged image ({exc})") from None
+    except BaseException:
+        image.close()
+        raise
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    rgb = to_rgb(image)
+    if rgb is not image:
+        image.close()
+    elif getattr(image, "fp", None) is not None:  # multi-frame files stay open
+        rgb = image.copy()
+        image.close()
     return (rgb, orientation) if return_orientation else rgb
 
 
