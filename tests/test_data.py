@@ -72,6 +72,11 @@ def test_accepted_forms(folder):
     assert lines[2].boxes.shape == (0, 5)  # a negative image
 
 
+def test_old_mac_line_ends(folder):
+    path = _write(folder, "a.png 1,2,3,4,0\rb c.png\r")
+    assert [l.source[-2:] for l in read_annotations(path)] == [":1", ":2"]
+
+
 def test_parse_line_and_format_line():
     line = parse_line("dir with space/x y.jpg  3,4,5,6,7 1.25,2,3,4,0", source="t:1")
     assert line == AnnotationLine("dir with space/x y.jpg", line.boxes, "t:1")
@@ -124,13 +129,15 @@ def test_image_problems(folder):
     (folder / "cut.jpg").write_bytes(data[:len(data) // 2])
     path = _write(folder, "missing.jpg 1,2,3,4,0\nempty.jpg\ntext.jpg\ncut.jpg\n")
     problems = _problems(path)
-    assert problems[1:] == [
+    assert problems[1:4] == [
         f"{path}:1: image not found (missing.jpg; tried {os.getcwd()}/missing.jpg "
         f"and {folder}/missing.jpg)",
         f"{path}:2: empty image file ({folder}/empty.jpg)",
         f"{path}:3: not an image (unknown or damaged format) ({folder}/text.jpg)",
-        f"{path}:4: truncated image (no end marker) ({folder}/cut.jpg)",
     ]
+    assert problems[4].startswith(f"{path}:4: truncated or damaged image (image file is "
+                                  "truncated")
+    assert problems[4].endswith(f") ({folder}/cut.jpg)") and len(problems) == 5
     # Without image checks only the syntax is checked.
     assert len(read_annotations(path, check_images=False)) == 4
 

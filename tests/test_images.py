@@ -105,6 +105,15 @@ def test_truncated_jpeg_and_png(tmp_path):
             open_image(cut)
 
 
+def test_trailing_data_is_not_truncation(tmp_path):
+    # A motion photo: a complete JPEG followed by a video far past its end marker.
+    noise = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "motion.jpg"
+    Image.fromarray(noise).save(path)
+    path.write_bytes(path.read_bytes() + bytes(20000))
+    assert check_image(path) == (32, 32)
+
+
 def test_full_check_finds_damage_inside(tmp_path):
     noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     path = tmp_path / "damaged.png"

@@ -43,7 +43,7 @@ def get_classes(path):
         raise UserError(f"{path}: not a UTF-8 text file ({exc.reason} at byte "
                         f"{exc.start})") from None
     names, first_seen = [], {}
-    for number, raw in enumerate(text.split("\n"), 1):
+    for number, raw in enumerate(re.split(r"\r\n|\r|\n", text), 1):
         name = raw.strip()
         if not name:
             continue
@@ -191,7 +191,7 @@ def read_annotations(path, num_classes=None, check_images=True, full_check=False
         raise UserError(f"{path}: annotation file not found") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, not an annotation file") from None
-    raw_lines = [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)]
+    raw_lines = list(enumerate(re.split(r"\r\n|\r|\n", text), 1))
     raw_lines = [(n, line) for n, line in raw_lines
                  if line.strip() and not line.lstrip().startswith("#")]
     show = sys.stderr.isatty() if progress is None else progress

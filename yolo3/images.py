@@ -176,16 +176,15 @@ def looks_truncated(path, image_format):
     if image_format == "JPEG":
         return b"\xff\xd9" not in tail
     if image_format == "PNG":
-        return b"IEND" not in tail[-64:]
+        return b"IEND" not in tail
     return False
 
 
 def check_image(path, full=False, max_pixels=MAX_PIXELS):
-    """(w, h) of a usable image, or UserError saying what is wrong with it.
-    Reads the header and the file's end; full=True decodes every pixel."""
+    """(w, h) of a usable image, or ImageError (a UserError) saying what is wrong.
+    Reads the header and the file's end; a file whose end looks cut (or trailing data
+    such as a motion photo's video) is decoded to be sure; full=True always decodes."""
     size, image_format = image_info(path, max_pixels)
-    if looks_truncated(path, image_format):
-        raise ImageError(path, "truncated image (no end marker)")
-    if full:
-        open_image(path, max_pixels=max_pixels)
+    if full or looks_truncated(path, image_format):
+        open_image(path, max_pixels=max_pixels).close()
     return size
