@@ -474,9 +474,10 @@ class WeightsFile:
 
 
 def _read_header(path, handle):
-    head = np.frombuffer(handle.read(12), "<i4")
-    if head.size < 3:
+    raw = handle.read(12)
+    if len(raw) < 12:  # frombuffer would fail on a length not a multiple of 4
         raise UserError(f"{path}: too short for a darknet weights header (12 bytes)")
+    head = np.frombuffer(raw, "<i4")
     major, minor, revision = (int(v) for v in head)
     wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000  # parser.c
     raw = handle.read(8 if wide else 4)
