@@ -241,3 +241,128 @@ def test_get_random_data(tmp_path_factory, case, random):
     assert np.all(real[:, 2] - real[:, 0] > min_side)
     assert np.all(real[:, 3] - real[:, 1] > min_side)
     assert set(real[:, 4].tolist()) <= {float(b[4]) for b in boxes}
+
+
+# ---------------------------------------------------------------------------
+# darknet cfg parser and weights reader
+
+CFG_KINDS = ["convolutional", "route", "shortcut", "upsample", "maxpool", "yolo",
+             "avgpool", "dropout", "softmax", "net", "bogus", "Convolutional"]
+CFG_KEYS = ["filters", "size", "stride", "pad", "padding", "batch_normalize",
+            "activation", "layers", "from", "mask", "anchors", "classes", "num",
+            "groups", "probability", "dilation", "whatever", ""]
+CFG_VALUE = st.one_of(st.integers(-3, 40).map(str),
+                      st.sampled_from(["leaky", "linear", "mish", "tanhh", "-1,-3",
+                                       "0,1,2", "10,14, 23,27, 37,58", "1e3", "2.0",
+                                       "70000", "", "nan", "-1,x", "١"]),
+                      st.text(max_size=8))
+
+
+@st.composite
+def cfg_texts(draw):
+    lines = ["[net]", f"width={draw(st.sampled_from([32, 64, 33, 0, -32]))}",
+             f"height={draw(st.sampled_from([32, 64]))}",
+             f"channels={draw(st.sampled_from([1, 3, 0]))}"]
+    for _ in range(draw(st.integers(0, 6))):
+        lines.append(f"[{draw(st.sampled_from(CFG_KINDS))}]")
+        for _ in range(draw(st.integers(0, 4))):
+            lines.append(f"{draw(st.sampled_from(CFG_KEYS))}="
+                         f"{draw(CFG_VALUE)}{draw(st.sampled_from(['', ' # c', ' ;x']))}")
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.text(max_size=20)))
+    return "\n".join(lines)
+
+
+@FUZZ
+@given(text=cfg_texts())
+def test_darknet_cfg(tmp_path_factory, text):
+    """A UserError naming the cfg, or a network that builds into a Keras model
+    with one output per [yolo] section."""
+    from yolo3 import darknet
+    path = _write(tmp_path_factory.mktemp("cfg"), "net.cfg",
+                  text.encode("utf-8", "surrogatepass"))
+    try:
+        network = darknet.load_cfg(path)
+    except UserError as exc:
+        assert str(path) in str(exc)
+        return
+    assert network.layers
+    if network.num_floats > 200_000:   # keep the run small; big ones parse, too
+        return
+    model = darknet.build_model(network)
+    assert len(model.outputs) == len(network.outputs())
+    # Keras holds what darknet stores: bias or BN's 4 vectors, and the kernel.
+    assert model.count_params() == network.num_floats
+
+
+TINY_CFG = """[net]
+width=64
+height=64
+channels=3
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=2
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+filters=21
+size=1
+stride=1
+pad=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=2
+num=3
+"""
+TINY_FLOATS = (4 * 4 + 4 * 3 * 9) + (21 + 21 * 4)
+
+
+@st.composite
+def weights_files(draw):
+    """(bytes of a .weights file for TINY_CFG, expected outcome)."""
+    major, minor = draw(st.sampled_from([(0, 2), (0, 1), (1, 0), (0, 0), (1000, 2)]))
+    wide = major * 10 + minor >= 2 and major < 1000
+    header = np.array([major, minor, 0], "<i4").tobytes() + (
+        np.array([123], "<i8" if wide else "<i4").tobytes())
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    floats = rng.uniform(0.1, 1.0, TINY_FLOATS).astype("<f4")
+    data = header + floats.tobytes()
+    cut = draw(st.one_of(st.none(), st.integers(0, len(data) - 1)))
+    pad = draw(st.binary(max_size=9))
+    if cut is not None:
+        data = data[:cut]
+    return data + pad, cut is None, len(header) + 4 * TINY_FLOATS
+
+
+@FUZZ
+@given(case=weights_files())
+def test_darknet_weights(tmp_path_factory, case):
+    """Truncated or padded files: an error naming the file, a warning for
+    leftovers, or every float read in place."""
+    import warnings
+    from yolo3 import darknet
+    data, whole, exact_length = case
+    folder = tmp_path_factory.mktemp("w")
+    cfg = _write(folder, "tiny.cfg", TINY_CFG)
+    path = _write(folder, "tiny.weights", data)
+    network = darknet.load_cfg(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            weights = darknet.read_weights(path, network)
+        except UserError as exc:
+            assert str(path) in str(exc) and (not whole or len(data) < 20)
+            return
+    assert weights.floats_read == TINY_FLOATS
+    leftover = [w for w in caught if "left over" in str(w.message)]
+    assert bool(leftover) == (len(data) != exact_length)
+    assert set(weights.arrays) == {"conv_000", "bn_000", "conv_002"}
+    for arrays in weights.arrays.values():
+        assert all(np.all(np.isfinite(a)) for a in arrays)
