@@ -111,7 +111,7 @@ def test_parse_line_and_format_line():
 def test_rejected_forms(folder, line, message):
     path = _write(folder, "a.png 1,2,30,40,0\n" + line + "\n")
     problems = _problems(path, num_classes=3)
-    assert problems == [f"{path}: 1 bad lines of 2 (fix them, or skip them with "
+    assert problems == [f"{path}: 1 bad line of 2 (fix them, or skip them with "
                         "--skip-bad):", f"{path}:2: {message}"]
 
 
@@ -135,11 +135,17 @@ def test_image_problems(folder):
         f"{path}:2: empty image file ({folder}/empty.jpg)",
         f"{path}:3: not an image (unknown or damaged format) ({folder}/text.jpg)",
     ]
-    assert problems[4].startswith(f"{path}:4: truncated or damaged image (image file is "
+    assert problems[4].startswith(f"{path}:4: truncated or damaged image: image file is "
                                   "truncated")
     assert problems[4].endswith(f") ({folder}/cut.jpg)") and len(problems) == 5
     # Without image checks only the syntax is checked.
     assert len(read_annotations(path, check_images=False)) == 4
+
+
+def test_missing_image_beside_an_annotation_file_in_the_current_directory(folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    _write(folder, "gone.png\n")
+    assert _problems("ann.txt")[1] == f"ann.txt:1: image not found (gone.png; tried {folder}/gone.png)"
 
 
 def test_all_problems_at_once_up_to_a_limit(folder):
@@ -166,7 +172,7 @@ def test_no_usable_lines_and_too_few(folder):
     assert _problems(path) == [f"{path}: no usable annotation lines (0 lines, 0 bad)"]
     path = _write(folder, "missing.png\n", name="bad.txt")
     assert _problems(path, skip_bad=True) == [
-        f"{path}: no usable annotation lines (1 lines, 1 bad)"]
+        f"{path}: no usable annotation lines (1 line, 1 bad)"]
     path = _write(folder, "a.png\nb c.png\n", name="two.txt")
     assert _problems(path, min_lines=8) == [
         f"{path}: 2 usable lines, fewer than one batch (8)"]

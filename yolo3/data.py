@@ -211,17 +211,21 @@ def read_annotations(path, num_classes=None, check_images=True, full_check=False
         if len(problems) > max_problems:
             listing += f"\n... and {len(problems) - max_problems} more problems"
         if not skip_bad:
-            raise UserError(f"{path}: {bad_lines} bad lines of {len(raw_lines)} "
+            raise UserError(f"{path}: {_lines(bad_lines, 'bad line')} of {len(raw_lines)} "
                             f"(fix them, or skip them with --skip-bad):\n{listing}")
-        print(f"warning: {path}: skipping {bad_lines} bad lines of {len(raw_lines)}:\n"
-              f"{listing}", file=sys.stderr)
+        print(f"warning: {path}: skipping {_lines(bad_lines, 'bad line')} of "
+              f"{len(raw_lines)}:\n{listing}", file=sys.stderr)
     if not good:
-        raise UserError(f"{path}: no usable annotation lines ({len(raw_lines)} lines, "
-                        f"{bad_lines} bad)")
+        raise UserError(f"{path}: no usable annotation lines ({_lines(len(raw_lines), 'line')}"
+                        f", {bad_lines} bad)")
     if len(good) < min_lines:
-        raise UserError(f"{path}: {len(good)} usable lines, fewer than one batch "
+        raise UserError(f"{path}: {_lines(len(good), 'usable line')}, fewer than one batch "
                         f"({min_lines})")
     return good
+
+
+def _lines(count, what):
+    return f"{count} {what}" + ("" if count == 1 else "s")
 
 
 def _validate(line, annotation_path, num_classes, check_images, full_check):
@@ -235,8 +239,8 @@ def _validate(line, annotation_path, num_classes, check_images, full_check):
             size = check_image(resolved, full=full_check)
         except ImageError as exc:
             if exc.reason == "image not found" and len(tried) == 2:
-                problems.append(f"image not found ({image_path}; tried {tried[0]} "
-                                f"and {tried[1]})")
+                places = tried[0] if tried[0] == tried[1] else " and ".join(tried)
+                problems.append(f"image not found ({image_path}; tried {places})")
             else:
                 problems.append(f"{exc.reason} ({resolved})")
         else:

@@ -55,11 +55,11 @@ def _open(path):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(path)
     except Image.DecompressionBombError as exc:
-        raise ImageError(path, f"image too large ({exc})") from None
+        raise ImageError(path, f"image too large: {exc}") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image (unknown or damaged format)") from None
     except OSError as exc:
-        raise ImageError(path, f"cannot read image ({exc})") from None
+        raise ImageError(path, f"cannot read image: {exc}") from None
 
 
 def to_rgb(image):
@@ -128,7 +128,7 @@ def open_image(path, exif_transpose=False, max_pixels=MAX_PIXELS, return_orienta
         image.load()  # reads all pixels and closes the file (single-frame formats)
     except (OSError, SyntaxError, ValueError) as exc:
         image.close()
-        raise ImageError(path, f"truncated or damaged image ({exc})") from None
+        raise ImageError(path, f"truncated or damaged image: {exc}") from None
     except BaseException:
         image.close()
         raise
