@@ -131,7 +131,7 @@ def detect_images(yolo, paths, output=None, json_path=None, progress=True):
                 with atomic_path(out) as temp:
                     yolo.draw(image, det).save(temp, format=_pil_format(out))
             if not output and not json_path:
-                print(f"{path}: {len(det.scores)} boxes")
+                print(f"{path}: {len(det.scores)} box{'' if len(det.scores) == 1 else 'es'}")
                 for r in detection_records(path, det, yolo.class_names):
                     print(f"  {r['class']} {r['score']:.2f} ({r['x_min']:.0f}, {r['y_min']:.0f}) "
                           f"({r['x_max']:.0f}, {r['y_max']:.0f})")
