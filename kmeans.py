@@ -214,6 +214,12 @@ def main(argv=None):
               f"{count / len(wh):6.1%}  {head}")
     if heads is None:
         print(f"note: train.py takes 9 (YOLOv3) or 6 (tiny-YOLOv3) anchors, not {args.k}")
+    else:
+        lost = sum(int(c) for c, h in zip(stats.counts, heads) if h.startswith("none"))
+        if lost:
+            print(f"note: {lost} boxes ({lost / len(wh):.1%}) have their best anchor in no "
+                  "head of this mask and get no training target (SPEC: tiny mask); "
+                  "a mask such as 3,4,5/0,1,2 uses every anchor")
     print(f"Accuracy: {stats.mean_iou:.2%} (mean best IoU)")
     print(f"Best possible recall: {stats.bpr_iou:.2%} of boxes with IoU > {BPR_IOU} to "
           f"an anchor; {stats.bpr_ratio:.2%} within {BPR_RATIO:g}x in w and h")
@@ -221,7 +227,8 @@ def main(argv=None):
     print(f"wrote {args.out}")
     if args.plot:
         plot_clusters(args.plot, wh, anchors, args.input_size,
-                      f"{Path(args.annotations).name}: k={args.k}, {how}, "
+                      f"{Path(args.annotations).parent.name}/{Path(args.annotations).name}: "
+                      f"k={args.k}, {how}, "
                       f"mean IoU {stats.mean_iou:.2%}", args.seed)
         print(f"wrote {args.plot}")
     return 0

@@ -63,6 +63,8 @@ def test_anchors_in_input_pixels(dataset, tmp_path, capsys):
     assert "Best possible recall: 100.00%" in out
     # tiny default mask [[3,4,5],[1,2,3]]: anchor 0 unused, anchor 3 on both heads
     assert "none (unused by the mask)" in out and "13x13 + 26x26" in out
+    # the smallest anchor (10x20) is best for 2 of the 12 boxes: 16.7% get no target
+    assert "note: 2 boxes (16.7%) have their best anchor in no head" in out
 
 
 def test_raw_pixels_keep_image_pixels(dataset, tmp_path, capsys):
