@@ -10,26 +10,18 @@ of stride-2 convolution NNN), add_NNN (shortcut), concat_NNN (two-layer route),
 upsample_NNN, maxpool_NNN. Pretrained weights, checkpoints and converted darknet files
 load by these names.
 """
-from functools import reduce
-
 import numpy as np
 import keras
 from keras import layers, ops
 
 from .anchors import YOLO_MASK, TINY_MASK, anchor_masks
+from .utils import compose
 
 L2_DECAY = 5e-4
 YOLO_OUTPUT_CONVS = ("conv_081", "conv_093", "conv_105")
 TINY_OUTPUT_CONVS = ("conv_015", "conv_022")
 DARKNET53_LAST_LAYER = 74   # the last shortcut of Darknet53 in yolov3.cfg
 TINY_BODY_LAST_LAYER = 8    # tiny's 256-channel feature map (the original's 20 layers)
-
-
-def compose(*funcs):
-    """compose(f, g, h)(x) = h(g(f(x)))."""
-    if not funcs:
-        raise ValueError("Composition of empty sequence not supported.")
-    return reduce(lambda f, g: lambda *a, **kw: g(f(*a, **kw)), funcs)
 
 
 class LayerIndex:
