@@ -72,7 +72,7 @@ def output_kind(path, weights_only):
     raise UserError(f"{path}: output must end in .h5, .weights.h5 or .keras")
 
 
-def print_progress_bar(network):
+def progress_bar(network):
     from yolo3.darknet import ProgressBar
     if network.num_floats >= PROGRESS_FLOATS:
         return ProgressBar("reading weights")
@@ -135,14 +135,18 @@ def to_keras(args):
 
     start = time.perf_counter()
     model = darknet.build_model(network, bn_epsilon=args.bn_epsilon)
+    progress = progress_bar(network)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        weights = darknet.read_weights(args.weights_path, network, args.bn_epsilon,
-                                       partial=args.partial, strict=args.strict,
-                                       progress=print_progress_bar(network))
+        try:
+            weights = darknet.read_weights(args.weights_path, network, args.bn_epsilon,
+                                           partial=args.partial, strict=args.strict,
+                                           progress=progress, model=model)
+        finally:
+            if progress:
+                progress.close()
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    darknet.set_weights(model, weights)
     save_model(model, output, kind)
     if anchors is not None:
         write_anchors(args.anchors_out, anchors)

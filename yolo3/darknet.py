@@ -488,8 +488,9 @@ def _read_header(path, handle):
 
 
 def read_weights(path, network, bn_epsilon=KERAS_BN_EPS, partial=False, strict=False,
-                 progress=None):
-    """Read a darknet .weights file for `network` -> WeightsFile.
+                 progress=None, model=None):
+    """Read a darknet .weights file for `network` -> WeightsFile. With `model`, each
+    layer's arrays go straight into it (by name) instead of into .arrays.
 
     Per convolution in order: biases (filters), then if batch_normalize scales,
     rolling mean, rolling variance (filters each), then weights (filters,
@@ -519,7 +520,12 @@ def read_weights(path, network, bn_epsilon=KERAS_BN_EPS, partial=False, strict=F
         if pos == total and partial:
             missing.append(layer.index)
             continue
-        arrays.update(_conv_arrays(layer, data[pos:pos + need], bn_epsilon, path))
+        converted = _conv_arrays(layer, data[pos:pos + need], bn_epsilon, path)
+        if model is None:
+            arrays.update(converted)
+        else:
+            for name, values in converted.items():
+                model.get_layer(name).set_weights(values)
         loaded.append(layer.index)
         pos += need
         if progress:
@@ -575,17 +581,26 @@ def set_weights(model, weights):
 
 
 class ProgressBar:
-    """A one-line text progress bar on stderr: `[#####.....] 40/75`."""
+    """A one-line text progress bar on stderr: `label [#####.....] 40/75`, redrawn
+    only when it changes; close() ends the line."""
 
     def __init__(self, label, stream=None, width=30):
         self.label, self.stream, self.width = label, stream or sys.stderr, width
+        self.shown = None
 
     def __call__(self, done, total):
         filled = self.width * done // max(total, 1)
-        end = "\n" if done >= total else ""
+        if filled == self.shown and done < total:
+            return
+        self.shown = filled
         self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}]"
-                          f" {done}/{total}{end}")
+                          f" {done}/{total}")
         self.stream.flush()
+
+    def close(self):
+        if self.shown is not None:
+            self.stream.write("\n")
+            self.shown = None
 
 
 # ------------------------------------------------------------ darknet writer
