@@ -104,28 +104,34 @@ def evaluate_voc(ground_truth, detections, num_classes, iou_threshold=IOU_THRESH
     """Per-class VOC AP at one IoU threshold -> list of dicts (one per class) with
     gt, detections, tp, ap (all-point), ap_11point, precision, recall (arrays)."""
     gts, dets = _check_inputs(ground_truth, detections, num_classes)
+    n_gt = np.zeros(num_classes, np.int64)
+    scores = [[np.zeros(0)] for _ in range(num_classes)]
+    flags = [[np.zeros(0, bool)] for _ in range(num_classes)]
+    for gt, (boxes, det_scores, classes) in zip(gts, dets):
+        n_gt += np.bincount(gt[:, 4].astype(np.int64), minlength=num_classes)
+        for c in np.unique(classes):     # only the classes detected in this image
+            sel = classes == c
+            scores[c].append(det_scores[sel])
+            flags[c].append(match_image(gt[gt[:, 4] == c, :4], boxes[sel], det_scores[sel],
+                                        iou_threshold))
     per_class = []
     for c in range(num_classes):
-        scores, flags, n_gt = [], [], 0
-        for gt, (boxes, det_scores, classes) in zip(gts, dets):
-            gt_c = gt[gt[:, 4] == c, :4]
-            n_gt += len(gt_c)
-            sel = classes == c
-            scores.append(det_scores[sel])
-            flags.append(match_image(gt_c, boxes[sel], det_scores[sel], iou_threshold))
-        scores = np.concatenate(scores)
-        flags = np.concatenate(flags)
-        order = np.argsort(-scores, kind="stable")
-        tp = np.cumsum(flags[order])
-        fp = np.cumsum(~flags[order])
-        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-        recall = tp / n_gt if n_gt else np.zeros_like(precision)
-        per_class.append({
-            "gt": n_gt, "detections": int(len(scores)), "tp": int(flags.sum()),
+        per_class.append(_pr_curve(np.concatenate(scores[c]), np.concatenate(flags[c]),
+                                   int(n_gt[c])))
+    return per_class
+
+
+def _pr_curve(scores, flags, n_gt):
+    """Precision/recall over detections sorted by score, and the two APs."""
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(flags[order])
+    fp = np.cumsum(~flags[order])
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    recall = tp / n_gt if n_gt else np.zeros_like(precision)
+    return {"gt": n_gt, "detections": int(len(scores)), "tp": int(flags.sum()),
             "ap": voc_ap(recall, precision) if n_gt else None,
             "ap_11point": voc_ap(recall, precision, True) if n_gt else None,
-            "precision": precision, "recall": recall})
-    return per_class
+            "precision": precision, "recall": recall}
 
 
 def coco_ground_truth(ground_truth, num_classes, image_sizes=None):
