@@ -90,3 +90,84 @@ def test_stage1_train_flops_add_only_output_convs():
     out = 2 * 255 * (13 * 13 * 1024 + 26 * 26 * 512 + 52 * 52 * 256)  # 1x1 output convs
     assert r["train"] - r["forward"] == out
     assert r["trainable_convs"] == 3
+
+
+# ---- training step (TensorFlow, tiny sizes) -----------------------------------------
+
+def test_train_step_tiny_stage1_flops_and_rate():
+    from bench.train_step import bench_train_step
+    r = bench_train_step("tiny", 64, 2, stage=1, xla=False, repeats=1, matmul_gflops=100.0)
+    # darknet's 5.564961792 GFLOP at 416 scales with the area (all convs are 'same');
+    # stage 1 adds the weight gradients of the two 1x1 output convs (512->255 at 2x2,
+    # 256->255 at 4x4)
+    forward = 5.564961792e9 * (64 / 416) ** 2
+    outputs = 2 * 255 * (2 * 2 * 512 + 4 * 4 * 256)
+    assert r["step_gflop"] * 1e9 == pytest.approx(2 * (forward + outputs), rel=1e-9)
+    assert r["images_per_s"] > 0 and r["n"] == 1
+    assert r["gflops"] == pytest.approx(r["step_gflop"] / r["median_s"])
+    assert r["ratio_to_matmul"] == pytest.approx(r["gflops"] / 100.0)
+
+
+# ---- run.py -----------------------------------------------------------------------
+
+def test_goals_from_results_by_hand():
+    from bench.run import goals
+    res = {"train": [
+        {"kind": "tiny", "stage": 2, "xla": True, "images_per_s": 3.0},
+        {"kind": "tiny", "stage": 2, "xla": False, "images_per_s": 4.0},
+        {"kind": "yolov3", "stage": 2, "xla": True, "images_per_s": 0.8, "ratio_to_matmul": 0.42}],
+        "pipeline": {"result": {"dataset_batch8": [{"workers": 1, "images_per_s": 30.0},
+                                                   {"workers": 2, "images_per_s": 50.0}]}},
+        "bottleneck": [{"kind": "yolov3", "speedup_per_epoch": 12.5}]}
+    g = goals(res)
+    assert g["yolov3_stage2_xla_ratio_ge_0.5"] == {"value": 0.42, "met": False}
+    assert g["pipeline_2_workers_gt_tiny_stage2"] == {"value": 12.5, "met": True}  # 50 / 4
+    assert g["bottleneck_yolov3_speedup_ge_10"] == {"value": 12.5, "met": True}
+    assert goals({}) == {}
+
+
+def test_run_quick_matmul_json(tmp_path, capsys):
+    from bench.run import main
+    out = tmp_path / "r.json"
+    assert main(["--quick", "--only", "matmul", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["quick"] and r["machine"]["cores"] == os.cpu_count()
+    m = r["matmul"]
+    assert r["matmul_gflops"] == m["gflops"] > 0
+    assert m["gflops"] == pytest.approx(2 * m["size"] ** 3 / 1e9 / m["median_s"])
+    assert "matmul float32" in capsys.readouterr().out
+
+
+def test_run_rejects_unknown_section(capsys):
+    from bench.run import main
+    from yolo3.errors import run_cli
+    assert run_cli(main, ["--only", "matmul,nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'nope'" in err and err.count("\n") == 1
+
+
+def test_run_helper_absent_is_skipped_with_note(monkeypatch):
+    import bench.run as run
+    monkeypatch.setitem(run.HELPERS, "convert", ("bench.no_such_bench", [], []))
+    data = run.run_helper("convert", quick=False)
+    assert "not available" in data["skipped"]
+    assert run.summarise("convert", data, {})[0][1] == "skipped"
+
+
+# ---- the GPU script on this CPU ---------------------------------------------------
+
+def test_gpu_jax_smoke_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    # one config (tiny-64 stage 1, bf16) keeps the JIT compile short; plus the pipeline
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_jax.py"), "--smoke",
+                        "--only", "1", "--json", str(out)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["device"].startswith("cpu") and r["precision"] == "mixed_bfloat16"
+    (t,) = r["train"]
+    assert (t["kind"], t["size"], t["batch"], t["stage"]) == ("tiny", 64, 2, 1)
+    assert t["images_per_s"] > 0 and t["loss"] == t["loss"]  # finite, not NaN
+    assert t["mfu"] == pytest.approx(t["tflops"] / 989.0)
+    assert r["pipeline"]["workers"] == 2 and r["pipeline"]["images_per_s"] > 0
