@@ -54,6 +54,25 @@ def test_shapes_dtypes_and_targets_by_hand(lines):
     np.testing.assert_array_equal(images[0], expected)
 
 
+def test_augmented_targets_match_the_boxes(lines):
+    data = YoloDataset(lines * 2, 4, (96, 96), ANCHORS, 2, seed=11)
+    for index in range(len(data)):
+        images, boxes = data.load_batch(index)
+        (same_images, *y_true), _ = data[index]
+        np.testing.assert_array_equal(images, same_images)
+        for b in range(4):
+            real = boxes[b][boxes[b, :, 2] > 0]
+            # Each box as y_true holds it: floor-divided centre and size / 96.
+            expected = {tuple(np.round(np.r_[(real[k, :2] + real[k, 2:4]) // 2,
+                                             real[k, 2:4] - real[k, :2]] / 96, 5))
+                        + (int(real[k, 4]),) for k in range(len(real))}
+            found = set()
+            for y in y_true:
+                for cell in y[b][y[b][..., 4] == 1]:
+                    found.add(tuple(np.round(cell[:4], 5)) + (int(np.argmax(cell[5:])),))
+            assert found == expected
+
+
 def test_tiny_anchors_and_mask(lines):
     data = YoloDataset(lines, 3, (64, 64), TINY, 2, augment=False)
     (_, *y_true), _ = data[0]

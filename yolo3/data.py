@@ -261,7 +261,7 @@ def as_annotation_lines(lines):
 
 
 class YoloDataset(keras.utils.PyDataset):
-    """Training batches `([images (b, h, w, 3) float32 in [0, 1], *y_true], zeros(b))`.
+    """Training batches `((images (b, h, w, 3) float32 in [0, 1], *y_true), zeros(b))`.
 
     lines: AnnotationLine objects or line strings. input_shape: (h, w).
     augment: get_random_data(random=True) (training); False gives the letterboxed
@@ -308,10 +308,11 @@ class YoloDataset(keras.utils.PyDataset):
         picks = order[(index * self.batch_size + np.arange(self.batch_size)) % len(order)]
         return [self.lines[i] for i in picks]
 
-    def __getitem__(self, index):
+    def load_batch(self, index):
+        """(images (b, h, w, 3), boxes (b, max_boxes, 5) in input pixels) of batch
+        `index` in the current epoch, before the targets are built."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} outside 0..{len(self) - 1}")
-        from .model import preprocess_true_boxes  # the model module imports keras ops
         rng = np.random.default_rng([self.seed, self.epoch, index])
         h, w = self.input_shape
         images = np.empty((self.batch_size, h, w, 3), np.float32)
@@ -320,6 +321,11 @@ class YoloDataset(keras.utils.PyDataset):
             images[j], boxes[j] = get_random_data(
                 line, self.input_shape, random=self.augment, max_boxes=self.max_boxes,
                 rng=rng, exif_transpose=self.exif_transpose)
+        return images, boxes
+
+    def __getitem__(self, index):
+        from .model import preprocess_true_boxes  # the model module imports keras ops
+        images, boxes = self.load_batch(index)
         y_true = preprocess_true_boxes(boxes, self.input_shape, self.anchors,
                                        self.num_classes, mask=self.mask)
         return (images, *y_true), np.zeros(self.batch_size, np.float32)

@@ -141,7 +141,8 @@ def get_random_data(annotation_line, input_shape, random=True, max_boxes=20, jit
     h, w = input_shape
     if proc_img or random:
         image, orientation = open_image(path, exif_transpose, return_orientation=True)
-        box = transpose_boxes(box, orientation, image_size(path))
+        if orientation != 1:
+            box = transpose_boxes(box, orientation, image_size(path))
         iw, ih = image.size
     else:
         iw, ih = image_size(path)
