@@ -6,6 +6,7 @@ detector (tf.function, or jax.jit on the JAX backend); per-class non-max suppres
 then runs per image on numpy (yolo3.model.non_max_suppression).
 """
 import colorsys
+import importlib
 import os
 from typing import NamedTuple
 
@@ -92,6 +93,7 @@ def load_body(model_path, anchors_path, num_anchors, classes_path, num_classes,
         raise UserError(f"{path}: model file not found")
     args = (anchors_path, num_anchors, classes_path, num_classes)
     if path.endswith(".keras"):
+        importlib.import_module("yolo3.darknet")   # registers convert.py's custom layers
         try:
             model = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as exc:   # Keras raises many types for a foreign file
