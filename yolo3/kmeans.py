@@ -119,7 +119,9 @@ def read_box_sizes(annotation_path, input_wh=(416, 416), raw_pixels=False):
                 try:
                     sizes[key] = _image_size(key)
                 except UserError as exc:
-                    raise UserError(f"{annotation_path}:{line_no}: {exc}") from None
+                    raise UserError(f"{annotation_path}:{line_no}: {exc} (the image "
+                                    "size is needed to scale its boxes; --raw-pixels "
+                                    "clusters image pixels without it)") from None
                 except OSError as exc:
                     raise UserError(f"{annotation_path}:{line_no}: cannot read image "
                                     f"size of {key} ({exc.strerror or exc})") from None
