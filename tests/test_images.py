@@ -135,6 +135,32 @@ def test_decompression_bomb_guard(tmp_path):
     assert image_size(path) == (100, 100)
 
 
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height (no pixel data): a bomb's shape."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_header(tmp_path):
+    # 200000 x 200000 pixels is far beyond Pillow's limit: refused before decoding.
+    path = _png_header_only(tmp_path / "bomb.png", 200000, 200000)
+    with pytest.raises(UserError, match="too large"):
+        image_size(path)
+    with pytest.raises(UserError, match="too large"):
+        open_image(path)
+    # 12000 x 10000 = 120 megapixels: over our limit (89.5), under Pillow's error.
+    path = _png_header_only(tmp_path / "big.png", 12000, 10000)
+    with pytest.raises(UserError, match="too large"):
+        check_image(path)
+
+
 def test_image_size_cache_sees_a_changed_file(tmp_path):
     path = _save(tmp_path / "a.png", Image.new("RGB", (7, 5)))
     assert image_size(path) == (7, 5)
