@@ -37,6 +37,7 @@ def conv_shapes(cfg_path):
             here = len(channels) - 1
             refs = [int(v) for v in opts["layers"].split(",")]
             c = sum(channels[(here + r if r < 0 else r) + 1] for r in refs)
+            c //= int(opts.get("groups", 1))  # yolov4-tiny: one channel group
         elif kind == "avgpool":
             pass
         channels.append(c)

@@ -46,6 +46,20 @@ FEATURES = [
     ("yolo", dict(mask="0,1,2", anchors=ANCHORS, classes=2, num=6)),
 ]
 FEATURE_HEADS = [9, 18]
+# yolov4-tiny's building block: [route] groups=2 group_id=1 (half the channels).
+CSP = [
+    ("convolutional", dict(batch_normalize=1, filters=16, size=3, stride=2, pad=1, activation="leaky")),
+    ("convolutional", dict(batch_normalize=1, filters=32, size=3, stride=1, pad=1, activation="leaky")),
+    ("route", dict(layers=-1, groups=2, group_id=1)),
+    ("convolutional", dict(batch_normalize=1, filters=16, size=3, stride=1, pad=1, activation="leaky")),
+    ("convolutional", dict(batch_normalize=1, filters=16, size=3, stride=1, pad=1, activation="tanh")),
+    ("route", dict(layers="-1,-2")),
+    ("convolutional", dict(batch_normalize=1, filters=32, size=1, stride=1, pad=1, activation="leaky")),
+    ("route", dict(layers="-6,-1")),
+    ("maxpool", dict(size=2, stride=2)),
+    ("convolutional", dict(filters=21, size=1, stride=1, pad=1, activation="linear")),
+    ("yolo", dict(mask="3,4,5", anchors=ANCHORS, classes=2, num=6, scale_x_y=1.05)),
+]
 
 
 def write_cfg(tmp_path, sections, name="net.cfg", **net):
@@ -133,9 +147,25 @@ def test_tiny_cfg_model_equals_tiny_yolo_body(tmp_path):
 
 
 # ------------------------------------------------------- numbers vs darknet
-def darknet_conv_reference(x, kernel, biases, scales, mean, var, stride, pad):
-    """Slow darknet forward of one conv + BN + leaky: (x - mean) / (sqrt(var) + 1e-6)
-    (normalize_cpu), scale, add bias, leaky 0.1. x (H, W, C); kernel (out, in, k, k)."""
+# darknet's activations.h, transcribed
+DARKNET_ACTIVATIONS = {
+    "leaky": lambda y: np.where(y > 0, y, 0.1 * y),
+    "relu": lambda y: np.maximum(y, 0),
+    "logistic": lambda y: 1 / (1 + np.exp(-y)),
+    "tanh": lambda y: (np.exp(2 * y) - 1) / (np.exp(2 * y) + 1),
+    "elu": lambda y: (y >= 0) * y + (y < 0) * (np.exp(y) - 1),
+    "selu": lambda y: (y >= 0) * 1.0507 * y + (y < 0) * 1.0507 * 1.6732 * (np.exp(y) - 1),
+    "relu6": lambda y: np.minimum(np.maximum(y, 0), 6),
+    "mish": lambda y: y * np.tanh(np.log1p(np.exp(y))),
+    "swish": lambda y: y / (1 + np.exp(-y)),
+    "linear": lambda y: y,
+}
+
+
+def darknet_conv_reference(x, kernel, biases, scales, mean, var, stride, pad,
+                           activation="leaky"):
+    """Slow darknet forward of one conv + BN + activation: (x - mean) / (sqrt(var) +
+    1e-6) (normalize_cpu), scale, add bias. x (H, W, C); kernel (out, in, k, k)."""
     k = kernel.shape[2]
     xp = np.pad(x.astype(np.float64), ((pad, pad), (pad, pad), (0, 0)))
     out_h = (x.shape[0] + 2 * pad - k) // stride + 1
@@ -146,7 +176,24 @@ def darknet_conv_reference(x, kernel, biases, scales, mean, var, stride, pad):
             patch = xp[i * stride:i * stride + k, j * stride:j * stride + k, :]
             y[i, j] = np.einsum("hwc,ochw->o", patch, kernel)
     y = (y - mean) / (np.sqrt(var) + 1e-6) * scales + biases
-    return np.where(y > 0, y, 0.1 * y)
+    return DARKNET_ACTIVATIONS[activation](y)
+
+
+@pytest.mark.parametrize("activation", sorted(DARKNET_ACTIVATIONS))
+def test_activations_match_darknet_formulas(tmp_path, activation):
+    """Tolerance 1e-4: darknet's selu constants are rounded (1.0507, 1.6732)."""
+    rng = np.random.default_rng(12)
+    cfg = write_cfg(tmp_path, [("convolutional", dict(
+        batch_normalize=1, filters=5, size=3, stride=1, pad=1, activation=activation))],
+        width=6, height=5, channels=2)
+    biases, scales, mean, var, kernel = random_conv(rng, 5, 2, 3, scale=1.5)
+    write_weights(tmp_path / "w.weights", [[biases, scales, mean, var, kernel]])
+    x = rng.uniform(-2, 2, (1, 5, 6, 2)).astype(np.float32)
+    want = darknet_conv_reference(x[0], kernel, biases, scales, mean, var, 1, 1, activation)
+    got = keras_outputs(cfg, tmp_path / "w.weights", x)[0][0]
+    linear = darknet_conv_reference(x[0], kernel, biases, scales, mean, var, 1, 1, "linear")
+    assert linear.max() > 6 and linear.min() < -2  # every branch of each formula
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -182,6 +229,21 @@ def test_generated_cfg_matches_opencv(tmp_path):
     ref = opencv_outputs(cfg, tmp_path / "w.weights", x, FEATURE_HEADS)
     assert [o.shape for o in ours] == [o.shape for o in ref] == [(1, 7, 9, 21), (1, 14, 18, 21)]
     assert max_rel_diff(ours, ref) < 1e-4
+
+
+def test_route_groups_match_opencv_and_write_back(tmp_path):
+    cfg = write_cfg(tmp_path, CSP, width=32, height=32)
+    random_weights(tmp_path / "w.weights", cfg, seed=13)
+    x = np.random.default_rng(14).uniform(0, 1, (1, 32, 32, 3)).astype(np.float32)
+    ref = opencv_outputs(cfg, tmp_path / "w.weights", x, [9])
+    assert max_rel_diff(keras_outputs(cfg, tmp_path / "w.weights", x), ref) < 1e-4
+    network = darknet.load_cfg(cfg)
+    model = darknet.build_model(network)
+    darknet.read_weights(tmp_path / "w.weights", network, model=model)
+    darknet.write_darknet(model, tmp_path / "o", np.ones((6, 2)), [[3, 4, 5]], 2)
+    assert "groups=2\ngroup_id=1" in (tmp_path / "o.cfg").read_text()
+    assert max_rel_diff(opencv_outputs(tmp_path / "o.cfg", tmp_path / "o.weights", x, [9]),
+                        ref) < 1e-6
 
 
 def test_swapped_bn_arrays_would_be_caught(tmp_path):
@@ -328,7 +390,7 @@ def test_short_header_and_negative_variance(tmp_path):
 # ------------------------------------------------------------ cfg checking
 BAD_CFGS = [  # (cfg text, section number, line, message part)
     ("[net]\nwidth=32\nheight=32\n[conv]\nfilters=4\n", 2, 4, "unsupported section"),
-    ("[net]\n[convolutional]\nfilters=4\nactivation=elu\n", 2, 4, "unsupported activation"),
+    ("[net]\n[convolutional]\nfilters=4\nactivation=gelu\n", 2, 4, "unsupported activation"),
     ("[net]\n[convolutional]\nfilters=0\n", 2, 3, "filters must be an integer"),
     ("[net]\n[convolutional]\nfilters=-3\n", 2, 3, "filters must be an integer"),
     ("[net]\n[convolutional]\nfilters=abc\n", 2, 3, "filters must be an integer"),
@@ -352,6 +414,10 @@ BAD_CFGS = [  # (cfg text, section number, line, message part)
      "anchors=1,2,3,4,5,6\n", 3, 5, "mask [5] outside"),
     ("[net]\n[convolutional]\nfilters=4\ngroups=3\n", 2, 4, "groups=3 must divide"),
     ("[net]\n[convolutional]\nfilters=4\ndilation=2\n", 2, 4, "dilation is not supported"),
+    ("[net]\n[convolutional]\nfilters=4\n[route]\nlayers=-1\ngroups=3\n", 3, 6,
+     "groups=3 needs one routed layer"),
+    ("[net]\n[convolutional]\nfilters=4\n[route]\nlayers=-1\ngroups=2\ngroup_id=2\n", 3, 7,
+     "group_id must be an integer in 0..1"),
     ("[net]\n[maxpool]\nsize=2\nstride=0\n", 2, 4, "stride must be an integer"),
     ("[net]\n[upsample]\nstride=99999999999\n", 2, 3, "stride must be an integer"),
     ("[convolutional]\nfilters=4\n", 1, 1, "first section must be [net]"),

@@ -32,6 +32,10 @@ ACTIVATIONS = {  # darknet name -> (Keras layer factory, layer name prefix)
     "logistic": (lambda name: keras.layers.Activation("sigmoid", name=name), "logistic"),
     "mish": (lambda name: keras.layers.Activation("mish", name=name), "mish"),
     "swish": (lambda name: keras.layers.Activation("silu", name=name), "swish"),
+    "tanh": (lambda name: keras.layers.Activation("tanh", name=name), "tanh"),
+    "elu": (lambda name: keras.layers.Activation("elu", name=name), "elu"),
+    "selu": (lambda name: keras.layers.Activation("selu", name=name), "selu"),
+    "relu6": (lambda name: keras.layers.ReLU(max_value=6.0, name=name), "relu6"),
     "linear": (None, None),
 }
 # Options that change what a layer computes and that this converter does not model.
@@ -39,7 +43,6 @@ UNSUPPORTED_OPTIONS = {
     "convolutional": ("dilation", "stride_x", "stride_y", "binary", "xnor",
                       "share_index", "antialiasing", "deform", "assisted_excitation"),
     "maxpool": ("stride_x", "stride_y", "maxpool_depth", "antialiasing"),
-    "route": ("groups", "group_id"),
     "shortcut": ("weights_type",),
     "upsample": ("scale",),
 }
@@ -286,8 +289,14 @@ def _check_route(section, index, layers, previous):
         raise section.error("routed layers differ in height x width ("
                             + ", ".join(f"{i}: {s[0]}x{s[1]}" for i, s in zip(inputs, shapes))
                             + ")", "layers")
-    shape = shapes[0][:2] + (sum(s[2] for s in shapes),)
-    return inputs, shape, {}
+    # groups/group_id (yolov4-tiny): keep channel group `group_id` of `groups`
+    groups = section.int("groups", 1)
+    group_id = section.int("group_id", 0, minimum=0, maximum=groups - 1)
+    if groups > 1 and (len(inputs) > 1 or shapes[0][2] % groups):
+        raise section.error(f"groups={groups} needs one routed layer whose channels "
+                            f"({shapes[0][2]}) it divides", "groups")
+    shape = shapes[0][:2] + (sum(s[2] for s in shapes) // groups,)
+    return inputs, shape, dict(groups=groups, group_id=group_id)
 
 
 def _check_shortcut(section, index, layers, previous):
@@ -362,8 +371,6 @@ def _check_yolo(section, index, layers, previous):
     mask = section.ints("mask") if "mask" in section.options else list(range(num))
     if any(not 0 <= m < num for m in mask):
         raise section.error(f"mask {mask} outside 0..{num - 1}", "mask")
-    if layers[-1].kind != "convolutional":
-        raise section.error("[yolo] must follow a [convolutional] layer")
     expected = len(mask) * (classes + 5)
     if previous[2] != expected:
         raise section.error(f"the layer before has {previous[2]} filters; "
@@ -396,6 +403,25 @@ class DarknetMaxPool(keras.layers.Layer):
     def get_config(self):
         return dict(super().get_config(), size=self.size, stride=self.stride,
                     padding=self.padding)
+
+
+@keras.saving.register_keras_serializable(package="yolo3")
+class ChannelGroup(keras.layers.Layer):
+    """darknet's [route] with groups: channel group `group_id` of `groups`."""
+
+    def __init__(self, groups, group_id, **kwargs):
+        super().__init__(**kwargs)
+        self.groups, self.group_id = groups, group_id
+
+    def call(self, x):
+        size = x.shape[-1] // self.groups
+        return x[..., self.group_id * size:(self.group_id + 1) * size]
+
+    def compute_output_shape(self, shape):
+        return tuple(shape[:-1]) + (shape[-1] // self.groups,)
+
+    def get_config(self):
+        return dict(super().get_config(), groups=self.groups, group_id=self.group_id)
 
 
 def _keras_conv(x, layer, bn_epsilon):
@@ -436,6 +462,9 @@ def build_model(network, input_shape=None, bn_epsilon=KERAS_BN_EPS):
         x = outs[layer.inputs[0]] if layer.index else image
         if layer.kind == "convolutional":
             x = _keras_conv(x, layer, bn_epsilon)
+        elif layer.kind == "route" and layer.params["groups"] > 1:
+            x = ChannelGroup(layer.params["groups"], layer.params["group_id"],
+                             name="route_" + name)(x)
         elif layer.kind == "route" and len(layer.inputs) > 1:
             x = keras.layers.Concatenate(name="concat_" + name)(
                 [outs[i] for i in layer.inputs])
@@ -604,8 +633,8 @@ class ProgressBar:
 
 
 # ------------------------------------------------------------ darknet writer
-NAME = re.compile(r"^([a-z]+)_(\d{3,})$")
-MAIN_KINDS = {"conv": "convolutional", "add": "shortcut", "concat": "route",
+NAME = re.compile(r"^([a-z][a-z0-9]*)_(\d{3,})$")
+MAIN_KINDS = {"conv": "convolutional", "add": "shortcut", "concat": "route", "route": "route",
               "upsample": "upsample", "maxpool": "maxpool", "avgpool": "avgpool",
               "softmax": "softmax", "dropout": "dropout"}
 ACTIVATION_PREFIXES = {prefix: act for act, (_, prefix) in ACTIVATIONS.items() if prefix}
@@ -670,7 +699,7 @@ def _conv_section(group):
     if "bn" in group:
         lines.append("batch_normalize=1")
     lines += [f"filters={conv.filters}", f"size={size}", f"stride={stride}"]
-    lines.append("pad=1" if padding == size // 2 and padding else f"padding={padding}")
+    lines.append("pad=1" if padding == size // 2 else f"padding={padding}")
     if conv.groups != 1:
         lines.append(f"groups={conv.groups}")
     lines.append(f"activation={_group_activation(group)}")
@@ -690,8 +719,11 @@ def _section_lines(kind, group, index, inputs):
         other = [i for i in inputs if i != index - 1] or [index - 1]
         return [f"from={other[0] - index}", f"activation={_group_activation(group)}"]
     if kind == "route":
-        return ["layers=" + ", ".join(str(i - index) if i == index - 1 else str(i)
-                                     for i in inputs)]
+        lines = ["layers=" + ", ".join(str(i - index) if i == index - 1 else str(i)
+                                      for i in inputs)]
+        if "route" in group:
+            lines += [f"groups={group['route'].groups}", f"group_id={group['route'].group_id}"]
+        return lines
     if kind == "upsample":
         size = group["upsample"].size
         return [f"stride={size[0]}"]
@@ -727,6 +759,9 @@ def model_to_cfg(model, anchors, mask, num_classes):
     while index <= last or index - 1 in heads:
         if index - 1 in heads:  # an output: darknet's [yolo] follows it
             head_mask = heads.pop(index - 1)
+            if "conv" not in groups[index - 1]:
+                raise UserError(f"output {index - 1} is not a convolution; darknet's "
+                                "[yolo] needs one")
             text.append(_yolo_section(groups[index - 1]["conv"], anchors, head_mask,
                                       num_classes))
             alias[index] = index - 1
@@ -754,7 +789,7 @@ def model_to_cfg(model, anchors, mask, num_classes):
 
 def _group_inputs(group, kind):
     first = {"convolutional": "pad" if "pad" in group else "conv"}.get(kind)
-    first = first or next(p for p, k in MAIN_KINDS.items() if k == kind)
+    first = first or next(p for p in group if MAIN_KINDS.get(p) == kind)
     return _inputs(group[first])
 
 
