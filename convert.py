@@ -210,6 +210,9 @@ def to_darknet(args):
     mask = anchor_masks(len(anchors), parse_mask(args.mask) if args.mask else None)
     if args.to_darknet.endswith(".keras"):
         model = keras.saving.load_model(args.to_darknet, compile=False, safe_mode=True)
+        if any(layer.name == "yolo_loss" for layer in model.layers):  # a training model
+            from yolo3.training import detection_body
+            model = detection_body(model)
     else:
         body = yolo_body if len(anchors) == 9 else tiny_yolo_body
         model = body(keras.Input((None, None, 3), name="image"), len(mask[0]), num_classes)

@@ -196,6 +196,25 @@ def test_to_darknet_round_trip(tmp_path, capsys):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
 
 
+def test_to_darknet_from_training_keras_file(tmp_path, capsys):
+    """A .keras training model (body + yolo_loss layer) exports its detection body."""
+    from yolo3.training import create_tiny_model, detection_body
+    anchors = np.array([10, 14, 23, 27, 37, 58, 81, 82, 135, 169, 344, 319],
+                       np.float32).reshape(-1, 2)
+    model = create_tiny_model((64, 64), anchors, 1, load_pretrained=False)
+    model.save(tmp_path / "train.keras")
+    (tmp_path / "anchors.txt").write_text("10,14, 23,27, 37,58, 81,82, 135,169, 344,319\n")
+    code, _, err = cli(capsys, "--to-darknet", tmp_path / "train.keras", "--classes", "1",
+                       "--anchors", tmp_path / "anchors.txt", tmp_path / "t")
+    assert code == 0, err
+    x = np.random.default_rng(2).uniform(0, 1, (1, 64, 64, 3)).astype(np.float32)
+    net = cv2.dnn.readNetFromDarknet(str(tmp_path / "t.cfg"), str(tmp_path / "t.weights"))
+    net.setInput(x.transpose(0, 3, 1, 2).copy())
+    ref = [o.transpose(0, 2, 3, 1) for o in net.forward(["conv_15", "conv_22"])]
+    for a, b in zip(detection_body(model)(x), ref):
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--to-darknet", "m.h5", "out"], "needs --classes and --anchors"),
     (["--to-darknet", "m.h5", "--classes", "2", "--anchors", "a.txt"], "one argument"),
