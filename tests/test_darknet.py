@@ -10,6 +10,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from darknet_files import cfg_text, random_conv, random_weights, write_weights
 from yolo3 import darknet
@@ -215,6 +216,37 @@ def test_bn_matches_darknet_formula_at_keras_epsilon(tmp_path, stride):
     # Without the gamma adjustment, Keras' epsilon 1e-3 would be far off here.
     unadjusted = want / (np.sqrt(var) + 1e-6) * np.sqrt(var + 1e-3)
     assert np.abs(unadjusted - want).max() > 0.1
+
+
+def darknet_maxpool_reference(x, size, stride, padding):
+    """forward_maxpool_layer (maxpool_layer.c): out = (w + padding - size) / stride
+    + 1, window origin i * stride - padding / 2, cells outside the input skipped."""
+    h, w, c = x.shape
+    out_h, out_w = (h + padding - size) // stride + 1, (w + padding - size) // stride + 1
+    y = np.full((out_h, out_w, c), np.finfo(np.float32).min)  # -FLT_MAX
+    for i in range(out_h):
+        for j in range(out_w):
+            for n in range(size):
+                for m in range(size):
+                    r, q = i * stride - padding // 2 + n, j * stride - padding // 2 + m
+                    if 0 <= r < h and 0 <= q < w:
+                        y[i, j] = np.maximum(y[i, j], x[r, q])
+    return y
+
+
+@pytest.mark.parametrize("size, stride, padding", [
+    (s, t, None) for s in (1, 2, 3, 4, 5) for t in (1, 2, 3)] + [(3, 2, 0), (2, 2, 3)])
+def test_maxpool_matches_darknet_for_every_size_and_stride(tmp_path, size, stride, padding):
+    options = dict(size=size, stride=stride)
+    if padding is not None:
+        options["padding"] = padding
+    cfg = write_cfg(tmp_path, [("maxpool", options)], width=7, height=6, channels=2)
+    network = darknet.load_cfg(cfg)
+    x = np.random.default_rng(size * 10 + stride).normal(size=(1, 6, 7, 2)).astype(np.float32)
+    want = darknet_maxpool_reference(x[0], size, stride, size - 1 if padding is None else padding)
+    assert network.layers[0].shape == want.shape
+    got = np.asarray(darknet.build_model(network)(x))[0]
+    np.testing.assert_array_equal(got, want)
 
 
 def test_generated_cfg_matches_opencv(tmp_path):
@@ -433,6 +465,36 @@ def test_bad_cfg_values_are_user_errors(tmp_path, text, number, line, message):
         darknet.load_cfg(path)
     assert str(info.value).startswith(f"{path}:{line}: section {number} [")
     assert message in str(info.value)
+
+
+KINDS = ["convolutional", "route", "shortcut", "upsample", "maxpool", "yolo", "avgpool",
+         "dropout", "softmax", "cost", "region"]
+KEYS = ["filters", "size", "stride", "pad", "padding", "groups", "batch_normalize",
+        "activation", "layers", "from", "mask", "anchors", "classes", "num", "probability",
+        "group_id"]
+VALUES = ["0", "1", "2", "3", "-1", "-3", "1.5", "1e30", "nan", "inf", "-inf", "", "leaky",
+          "linear", "1,2", "-1,-2", "99999999999999999999", "0x10", " ", "6,7,8", "1e-400"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(KINDS),
+                          st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES),
+                                          max_size=5)), max_size=8),
+       st.sampled_from(["8", "1", "0", "7", "1e9"]))
+def test_any_cfg_is_checked_or_a_user_error(tmp_path_factory, sections, width):
+    """Random sections and values: a Network whose shapes are positive, or a
+    UserError naming file:line: section -- never another exception."""
+    path = tmp_path_factory.mktemp("fuzz") / "f.cfg"
+    path.write_text(f"[net]\nwidth={width}\nheight=8\n" + "".join(
+        f"[{kind}]\n" + "".join(f"{k}={v}\n" for k, v in options.items())
+        for kind, options in sections))
+    try:
+        network = darknet.load_cfg(path)
+    except UserError as exc:
+        assert str(exc).startswith(f"{path}:") and "section" in str(exc)
+        return
+    assert all(min(layer.shape) >= 1 for layer in network.layers)
+    assert network.num_floats >= 0
 
 
 @pytest.mark.parametrize("text, message", [
