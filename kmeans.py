@@ -185,13 +185,13 @@ def main(argv=None):
     if args.metric == "iou":
         result = iou_kmeans(wh, args.k, args.restarts, args.update, args.max_iter,
                             args.seed)
-        how = f"1 - IoU, {args.update} update"
+        how = f"1 - IoU, {args.update} update, polished"
     else:
         result = euclidean_kmeans(wh, args.k, args.restarts, args.max_iter, args.seed)
         how = "euclidean on (w, h), scikit-learn KMeans"
     state = "converged" if result.converged else "stopped at --max-iter"
     print(f"k-means ({how}), best of {result.restarts} restarts, seed {args.seed}: "
-          f"{state} after {result.iterations} iterations, mean IoU "
+          f"{state} after {result.iterations} iterations; mean IoU "
           f"{result.mean_iou:.2%} before rounding to whole pixels")
     anchors = result.anchors
     if args.evolve:

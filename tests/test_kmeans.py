@@ -233,8 +233,29 @@ def test_refine_integer_is_a_whole_pixel_local_optimum():
     best = slow_mean_iou(wh, refined)
     assert best >= slow_mean_iou(wh, np.maximum(np.rint(start), 1)) - 1e-9
     for i in range(len(refined)):                    # no 1-px move does better
-        for step in ([1, 0], [-1, 0], [0, 1], [0, -1]):
+        for step in ([1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [-1, -1], [1, -1], [-1, 1]):
             moved = refined.copy()
             moved[i] += step
             if moved.min() >= 1:
                 assert slow_mean_iou(wh, moved) <= best + 1e-6
+
+
+def test_polish_raises_mean_iou():
+    wh = np.concatenate([blobs(CENTRES, 30, 0.4, seed=10), blobs([[4, 4]], 40, 0.6, 11)])
+    plain = iou_kmeans(wh, 9, restarts=3, seed=0, polished=False)
+    polished = iou_kmeans(wh, 9, restarts=3, seed=0)
+    assert slow_mean_iou(wh, polished.anchors) > slow_mean_iou(wh, plain.anchors)
+    assert polished.mean_iou == pytest.approx(slow_mean_iou(wh, polished.anchors), abs=1e-5)
+
+
+def test_sampled_restarts_on_large_data(monkeypatch):
+    import yolo3.kmeans as kmeans
+    wh = blobs(CENTRES, 60, 0.3, seed=12)                    # 540 distinct sizes
+    exact = iou_kmeans(wh, 9, restarts=5, seed=0)
+    monkeypatch.setattr(kmeans, "SAMPLE", 150)               # restarts on a sample
+    sampled = iou_kmeans(wh, 9, restarts=5, seed=0)
+    again = iou_kmeans(wh, 9, restarts=5, seed=0)
+    np.testing.assert_array_equal(sampled.anchors, again.anchors)
+    assert sampled.converged                                  # finished on all boxes
+    assert sampled.mean_iou == pytest.approx(slow_mean_iou(wh, sampled.anchors), abs=1e-5)
+    assert sampled.mean_iou >= exact.mean_iou - 0.005
