@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 import time
+import types
 import warnings
 
 from yolo3.errors import UserError, run_cli
@@ -79,12 +80,18 @@ def progress_bar(network):
     return None
 
 
-def save_model(model, path, kind):
-    """Write `model` atomically as weights by layer name or as a .keras file."""
+def save_model(model, path, kind, missing=()):
+    """Write `model` atomically as weights by layer name or as a .keras file. A
+    weights file leaves out the convolutions (and their BN) at indexes `missing`
+    (no darknet weights with --partial), so loading it never passes Keras'
+    initial values off as pretrained ones."""
     from yolo3.atomic import atomic_path
     from yolo3.weights import save_weights
     if kind == "weights":
-        save_weights(model, path)
+        dropped = {f"{prefix}_{i:03d}" for i in missing for prefix in ("conv", "bn")}
+        # save_weights reads only .layers: hand it the layers that got weights
+        save_weights(types.SimpleNamespace(
+            layers=[layer for layer in model.layers if layer.name not in dropped]), path)
         return
     with atomic_path(path) as temp:
         keras_temp = temp + ".keras"  # Keras wants the suffix
@@ -147,7 +154,7 @@ def to_keras(args):
                 progress.close()
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    save_model(model, output, kind)
+    save_model(model, output, kind, weights.missing)
     if anchors is not None:
         write_anchors(args.anchors_out, anchors)
     print_summary(network, weights, model, time.perf_counter() - start)

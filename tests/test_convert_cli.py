@@ -136,6 +136,9 @@ def test_truncated_leftover_strict_partial(tmp_path, capsys):
     assert cli(capsys, cfg, weights, tmp_path / "m.h5")[0] == 2
     code, out, _ = cli(capsys, cfg, weights, tmp_path / "m.h5", "--partial")
     assert code == 0 and "weights for layers 0..3 (3 convolutions); no weights for layers 6" in out
+    from yolo3.weights import read_weights
+    assert sorted(read_weights(tmp_path / "m.h5")) == ["bn_000", "bn_002", "conv_000",
+                                                       "conv_002", "conv_003"]
 
 
 def test_progress_bar_and_missing_files(tmp_path, capsys, monkeypatch):
