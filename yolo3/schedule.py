@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from .anchors import anchor_masks, get_anchors, parse_mask
+from .atomic import remove_stale_temporaries
 from .callbacks import (EpochLog, MapEvaluation, NaNGuard, PeriodCheckpoint, ResumableEarlyStopping,
                         ResumableReduceLROnPlateau, ResumeState, read_state,
                         restore_optimizer, restore_weights, write_state)
@@ -271,6 +272,9 @@ class Trainer:
         """(first epoch, state or None)."""
         if not self.cfg.resume:
             return 0, None
+        for folder in (self.log_dir, self.state_dir):  # a killed writer's leftovers
+            for name in remove_stale_temporaries(folder):
+                print(f"--resume: removed {os.path.join(folder, name)} (unfinished write)")
         state = read_state(self.state_dir)
         if state is None:
             print(f"--resume: no saved state in {self.state_dir}; starting fresh")
@@ -308,14 +312,19 @@ class Trainer:
         epochs_done = start
         try:
             for stage in stages:
+                name = ("trained_weights_stage_1" if stage.number == 1
+                        else "trained_weights_final")
                 if start >= stage.end_epoch:
+                    # Killed after the stage's last epoch but before its weights
+                    # file was written: the restored state holds those weights.
+                    if start == stage.end_epoch and not os.path.exists(
+                            self.path(f"{name}.weights.h5")):
+                        self.save(name)
                     continue
                 epochs_done = self.run_stage(stage, start, state, distribution)
                 if self.nan_guard.tripped:
                     return TrainResult(1, epochs_done, self.outputs,
                                        "training stopped: " + self.nan_guard.tripped)
-                name = ("trained_weights_stage_1" if stage.number == 1
-                        else "trained_weights_final")
                 self.save(name)
                 start = stage.end_epoch
             self.mark_finished(epochs_done)
