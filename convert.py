@@ -44,7 +44,7 @@ def parse_args(argv):
     parser.add_argument("--partial", action="store_true",
                         help="accept a weights file that covers only the first layers "
                              "(e.g. darknet53.conv.74); the rest keep their initial "
-                             "values (default: off)")
+                             "values and are left out of a .h5 output (default: off)")
     parser.add_argument("--bn-epsilon", type=float, default=1e-3,
                         help="BatchNormalization epsilon of the Keras model; gamma is "
                              "adjusted so the outputs match darknet (default: 1e-3, as "

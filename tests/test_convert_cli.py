@@ -115,6 +115,12 @@ def test_anchors_out_checked_before_writing(tmp_path, capsys):
                        tmp_path / "a.txt")
     assert code == 2 and "no [yolo] sections" in err
     assert not (tmp_path / "m.h5").exists() and not (tmp_path / "a.txt").exists()
+    text = Path(cfg).read_text()  # [yolo] without anchors= (optional in darknet)
+    Path(cfg).with_name("noanchors.cfg").write_text(text + "\n[yolo]\nclasses=1\nnum=3\n")
+    code, _, err = cli(capsys, Path(cfg).with_name("noanchors.cfg"), weights, tmp_path / "m.h5",
+                       "--anchors-out", tmp_path / "a.txt")
+    assert code == 2 and "section 6 [yolo]: no anchors= to write" in err
+    assert not (tmp_path / "m.h5").exists()
     code, _, err = cli(capsys, cfg, weights)  # 0 heads: no default output name
     assert code == 2 and "give the output" in err
 

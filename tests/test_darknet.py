@@ -442,6 +442,8 @@ BAD_CFGS = [  # (cfg text, section number, line, message part)
      3, 4, "3 anchors x (2 classes + 5) = 21"),
     ("[net]\n[convolutional]\nfilters=7\n[yolo]\nclasses=2\nnum=3\nanchors=1,2\n",
      3, 7, "2 anchor values for num=3"),
+    ("[net]\n[convolutional]\nfilters=7\n[yolo]\nclasses=2\nnum=3\nanchors=1,2,3,-4,5,6\n",
+     3, 7, "anchors must be a list of positive numbers"),
     ("[net]\n[convolutional]\nfilters=7\n[yolo]\nmask=5\nclasses=2\nnum=3\n"
      "anchors=1,2,3,4,5,6\n", 3, 5, "mask [5] outside"),
     ("[net]\n[convolutional]\nfilters=4\ngroups=3\n", 2, 4, "groups=3 must divide"),

@@ -196,7 +196,9 @@ class Network:
         if not self.heads:
             raise UserError(f"{self.path}: no [yolo] sections, so no anchors")
         first = self.heads[0]
-        for head in self.heads[1:]:
+        for head in self.heads:
+            if head["anchors"] is None:
+                raise head["section"].error("no anchors= to write")
             if not np.array_equal(head["anchors"], first["anchors"]):
                 raise head["section"].error("anchors differ from those of section "
                                             f"{first['section'].number}", "anchors")
@@ -363,9 +365,10 @@ def _check_yolo(section, index, layers, previous):
     _check_passthrough(section, index, layers, previous)
     classes = section.int("classes", 20)
     num = section.int("num", 1)
-    anchors = (np.array(section.floats("anchors"), np.float32)
-               if "anchors" in section.options else np.zeros(0, np.float32))
-    if anchors.size != 2 * num:
+    anchors = None  # optional in darknet (parse_yolo)
+    if "anchors" in section.options:
+        anchors = np.array(section.floats("anchors"), np.float32)
+    if anchors is not None and anchors.size != 2 * num:
         raise section.error(f"{anchors.size} anchor values for num={num} "
                             f"(need {2 * num})", "anchors")
     mask = section.ints("mask") if "mask" in section.options else list(range(num))
@@ -375,8 +378,8 @@ def _check_yolo(section, index, layers, previous):
     if previous[2] != expected:
         raise section.error(f"the layer before has {previous[2]} filters; "
                             f"{len(mask)} anchors x ({classes} classes + 5) = {expected}")
-    return [index - 1], previous, dict(mask=mask, classes=classes,
-                                       anchors=anchors.reshape(-1, 2))
+    return [index - 1], previous, dict(
+        mask=mask, classes=classes, anchors=None if anchors is None else anchors.reshape(-1, 2))
 
 
 # ------------------------------------------------------------ Keras builder
