@@ -13,23 +13,31 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.timing import measure  # noqa: E402
 
 
-def matmul_gflops(n=2048, repeats=5, warmup=2, backend="tensorflow"):
-    """Median GFLOP/s (and the Timing) of one float32 n x n x n product."""
+def matmul_fn(n=2048, backend="tensorflow", times=1):
+    """(fn, flops): fn() computes `times` float32 n x n x n products and waits for them."""
     import numpy as np
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     if backend == "numpy":
         def fn():
-            return a @ b
+            for _ in range(times):
+                a @ b
     else:
         import tensorflow as tf
         ta, tb = tf.constant(a), tf.constant(b)
 
         def fn():
-            return tf.linalg.matmul(ta, tb).numpy()  # .numpy() waits for the result
+            for _ in range(times):
+                tf.linalg.matmul(ta, tb).numpy()  # .numpy() waits for the result
+    return fn, 2.0 * n ** 3 * times
+
+
+def matmul_gflops(n=2048, repeats=5, warmup=2, backend="tensorflow"):
+    """Median GFLOP/s (and the Timing) of one float32 n x n x n product."""
+    fn, flops = matmul_fn(n, backend)
     t = measure(fn, repeats=repeats, warmup=warmup)
-    return t.rate(2.0 * n ** 3 / 1e9)[0], t
+    return t.rate(flops / 1e9)[0], t
 
 
 def best_matmul(sizes=(1024, 2048), repeats=5, backend="tensorflow"):

@@ -46,3 +46,28 @@ def measure(fn, repeats=5, warmup=1, max_seconds=None, clock=time.perf_counter):
         if max_seconds is not None and spent >= max_seconds:
             break
     return Timing(statistics.median(samples), min(samples), max(samples), len(samples), samples)
+
+
+def measure_paired(fn, ref, repeats=5, warmup=1, clock=time.perf_counter):
+    """Alternate ref() and fn() (ref first in each pair) after `warmup` untimed
+    calls of each; returns (Timing of fn, Timing of ref, fn time / ref time per pair).
+
+    On a shared, noisy machine the per-pair ratio compares fn with a reference
+    measured moments before it, under the same load.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0 (got {repeats}, {warmup})")
+    for _ in range(warmup):
+        ref()
+        fn()
+    fn_s, ref_s = [], []
+    for _ in range(repeats):
+        for call, out in ((ref, ref_s), (fn, fn_s)):
+            t0 = clock()
+            call()
+            out.append(clock() - t0)
+    ratios = [f / r for f, r in zip(fn_s, ref_s)]
+
+    def timing(s):
+        return Timing(statistics.median(s), min(s), max(s), len(s), s)
+    return timing(fn_s), timing(ref_s), ratios

@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.flops import count_flops  # noqa: E402
-from bench.timing import measure  # noqa: E402
+from bench.timing import measure, measure_paired  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANCHORS = {"yolov3": "model_data/yolo_anchors.txt", "tiny": "model_data/tiny_yolo_anchors.txt"}
@@ -57,17 +57,35 @@ def step_flops(body, batch):
 
 
 def bench_train_step(kind="tiny", size=416, batch=8, stage=2, xla=True, num_classes=80,
-                     repeats=3, warmup=1, max_seconds=None, matmul_gflops=None):
-    """Time model.train_on_batch (TensorFlow or any backend Keras runs on) -> dict."""
+                     repeats=3, warmup=1, matmul_gflops=None, paired=False):
+    """Time model.train_on_batch (TensorFlow or any backend Keras runs on) -> dict.
+
+    ratio_to_matmul: achieved GFLOP/s over `matmul_gflops` (measured once per run).
+    With paired=True each step is preceded by 3 float32 2048^3 matmuls and
+    ratio_paired is the median over pairs of (step GFLOP/s) / (those matmuls' GFLOP/s):
+    both under the same momentary load of a shared machine.
+    """
+    import statistics
+    from bench.matmul import matmul_fn
     from yolo3.training import compile_model
     model, body = build_model(kind, size, num_classes, stage)
     compile_model(model, 1e-3, jit_compile=bool(xla))
     x, y = make_batch(kind, size, batch, num_classes)
     flops = step_flops(body, batch)
-    t = measure(lambda: model.train_on_batch(x, y), repeats=repeats, warmup=warmup,
-                max_seconds=max_seconds)
+
+    def step():
+        model.train_on_batch(x, y)
     out = {"kind": kind, "size": size, "batch": batch, "stage": stage, "xla": bool(xla),
-           "step_gflop": flops / 1e9, **t.as_dict(batch, "images_per_s")}
+           "step_gflop": flops / 1e9}
+    if paired:
+        ref, ref_flops = matmul_fn(2048, times=3)
+        t, tr, ratios = measure_paired(step, ref, repeats=repeats, warmup=warmup)
+        # (flops / t_step) / (ref_flops / t_ref) = flops / ref_flops / (t_step / t_ref)
+        out["ratio_paired"] = statistics.median(flops / ref_flops / r for r in ratios)
+        out["matmul_paired_gflops"] = tr.rate(ref_flops / 1e9)[0]
+    else:
+        t = measure(step, repeats=repeats, warmup=warmup)
+    out.update(t.as_dict(batch, "images_per_s"))
     out["gflops"] = flops / 1e9 / t.median
     if matmul_gflops:
         out["ratio_to_matmul"] = out["gflops"] / matmul_gflops

@@ -46,6 +46,19 @@ def test_measure_stops_at_max_seconds_and_rejects_bad_counts():
         measure(lambda: None, repeats=0)
 
 
+def test_measure_paired_alternates_ref_first():
+    from bench.timing import measure_paired
+    order = []
+    # warm-up (ref, fn), then pairs: ref 2 s / fn 6 s, ref 1 s / fn 5 s, ref 4 s / fn 4 s
+    t, tr, ratios = measure_paired(lambda: order.append("f"), lambda: order.append("r"),
+                                   repeats=3, warmup=1,
+                                   clock=fake_clock([2.0, 6.0, 1.0, 5.0, 4.0, 4.0]))
+    assert order == ["r", "f"] * 4
+    assert (t.median, t.min, t.max) == (5.0, 4.0, 6.0)
+    assert (tr.median, tr.min, tr.max) == (2.0, 1.0, 4.0)
+    assert ratios == pytest.approx([3.0, 5.0, 1.0])
+
+
 # ---- FLOPs ------------------------------------------------------------------------
 
 def test_count_flops_small_model_by_hand():
@@ -96,7 +109,8 @@ def test_stage1_train_flops_add_only_output_convs():
 
 def test_train_step_tiny_stage1_flops_and_rate():
     from bench.train_step import bench_train_step
-    r = bench_train_step("tiny", 64, 2, stage=1, xla=False, repeats=1, matmul_gflops=100.0)
+    r = bench_train_step("tiny", 64, 2, stage=1, xla=False, repeats=1, matmul_gflops=100.0,
+                         paired=True)
     # darknet's 5.564961792 GFLOP at 416 scales with the area (all convs are 'same');
     # stage 1 adds the weight gradients of the two 1x1 output convs (512->255 at 2x2,
     # 256->255 at 4x4)
@@ -106,6 +120,8 @@ def test_train_step_tiny_stage1_flops_and_rate():
     assert r["images_per_s"] > 0 and r["n"] == 1
     assert r["gflops"] == pytest.approx(r["step_gflop"] / r["median_s"])
     assert r["ratio_to_matmul"] == pytest.approx(r["gflops"] / 100.0)
+    # one pair: the ratio is the step's GFLOP/s over the paired matmuls' GFLOP/s
+    assert r["ratio_paired"] == pytest.approx(r["gflops"] / r["matmul_paired_gflops"])
 
 
 # ---- run.py -----------------------------------------------------------------------
@@ -120,7 +136,7 @@ def test_goals_from_results_by_hand():
                                                    {"workers": 2, "images_per_s": 50.0}]}},
         "bottleneck": [{"kind": "yolov3", "speedup_per_epoch": 12.5}]}
     g = goals(res)
-    assert g["yolov3_stage2_xla_ratio_ge_0.5"] == {"value": 0.42, "met": False}
+    assert g["yolov3_stage2_xla_ratio_ge_0.5"] == {"value": 0.42, "met": False, "paired": None}
     assert g["pipeline_2_workers_gt_tiny_stage2"] == {"value": 12.5, "met": True}  # 50 / 4
     assert g["bottleneck_yolov3_speedup_ge_10"] == {"value": 12.5, "met": True}
     assert goals({}) == {}
