@@ -141,6 +141,9 @@ def to_keras(args):
             raise UserError("--anchors-out must differ from the output file")
 
     start = time.perf_counter()
+    if darknet.count_floats(args.weights_path) < network.num_floats and not args.partial:
+        # fails fast, naming the layer, before the (slow) model build
+        darknet.read_weights(args.weights_path, network, args.bn_epsilon)
     model = darknet.build_model(network, bn_epsilon=args.bn_epsilon)
     progress = progress_bar(network)
     with warnings.catch_warnings(record=True) as caught:

@@ -519,6 +519,14 @@ def _read_header(path, handle):
     return (major, minor, revision), seen, 12 + len(raw)
 
 
+def count_floats(path):
+    """Whole float32 values after the header of a darknet .weights file."""
+    with open(path, "rb") as handle:
+        _, _, offset = _read_header(str(path), handle)
+        handle.seek(0, 2)
+        return (handle.tell() - offset) // 4
+
+
 def read_weights(path, network, bn_epsilon=KERAS_BN_EPS, partial=False, strict=False,
                  progress=None, model=None):
     """Read a darknet .weights file for `network` -> WeightsFile. With `model`, each
