@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Runs train.py's main like `python train.py ...`, with one kill planted:
 # KILL=batch:N    SIGKILL after the N-th training batch (counted over the process)
+# KILL=sigint:N   SIGINT (Ctrl-C) after the N-th training batch
 # KILL=write:PREFIX  SIGKILL while writing the first file whose name starts with
 #                 PREFIX: its temporary is truncated to half, then the process dies
 # KILL=before:PREFIX SIGKILL just before writing a file whose name starts with PREFIX
@@ -38,7 +39,7 @@ def die():
     sys.stdout.flush(); sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
-if kind == "batch":
+if kind in ("batch", "sigint"):
     import keras
     seen = [0]
     original = keras.callbacks.CallbackList.on_train_batch_end
@@ -46,7 +47,10 @@ if kind == "batch":
         original(self, batch, logs)
         seen[0] += 1
         if seen[0] == int(arg):
-            die()
+            if kind == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C
+            else:
+                die()
     keras.callbacks.CallbackList.on_train_batch_end = on_train_batch_end
 elif kind in ("write", "before"):
     import yolo3.atomic as atomic
@@ -96,14 +100,15 @@ def snapshot(folder):
             for p in sorted(folder.iterdir())}
 
 
-def train(tmp_path, log_dir, kill="", resume=False):
+def train(tmp_path, log_dir, kill="", resume=False, freeze_epochs=FREEZE_EPOCHS,
+          epochs=EPOCHS):
     data = tmp_path / "data"
     argv = ["--annotations", str(data / "train.txt"), "--classes",
             str(data / "classes.txt"), "--anchors",
             str(ROOT / "model_data" / "tiny_yolo_anchors.txt"), "--weights", "none",
             "--log-dir", str(log_dir), "--input-size", "64", "--batch-size", "4",
-            "--unfreeze-batch-size", "4", "--freeze-epochs", str(FREEZE_EPOCHS),
-            "--epochs", str(EPOCHS), "--val-split", "0.2", "--checkpoint-period", "1",
+            "--unfreeze-batch-size", "4", "--freeze-epochs", str(freeze_epochs),
+            "--epochs", str(epochs), "--val-split", "0.2", "--checkpoint-period", "1",
             "--no-jit"] + (["--resume"] if resume else [])
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
@@ -211,3 +216,18 @@ def test_kill_at_several_moments_then_resume(tmp_path):
     check_files_load(log_dir)
     # The annotation file and images were only read.
     assert snapshot(data) == before
+
+
+def test_ctrl_c_saves_the_weights_and_exits_cleanly(tmp_path):
+    """Ctrl-C in the middle of an epoch: the current weights are saved as
+    `interrupted`, one error line says where and how to continue, exit status 130."""
+    make_data(tmp_path / "data")
+    log_dir = tmp_path / "log"
+    run = train(tmp_path, log_dir, kill="sigint:1", freeze_epochs=1, epochs=1)
+    assert run.returncode == 130, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    (line,) = [x for x in run.stderr.splitlines() if x.startswith("error:")]
+    weights = log_dir / "interrupted.weights.h5"
+    assert "interrupted" in line and str(weights) in line and "--resume" in line
+    files = check_files_load(log_dir)
+    assert weights in files
