@@ -10,7 +10,7 @@ from yolo3.demo import CLASSES, DEMO_ANCHORS, make_dataset, run_demo
 
 def test_dataset_is_valid_and_reproducible(tmp_path):
     one = make_dataset(str(tmp_path / "a"), num_images=12, size=96, seed=5)
-    two = make_dataset(str(tmp_path / "b"), num_images=12, size=96, seed=5)
+    make_dataset(str(tmp_path / "b"), num_images=12, size=96, seed=5)
     lines = read_annotations(one["annotations"], len(CLASSES), full_check=True)
     assert len(lines) == 12
     assert open(one["classes"]).read().split() == CLASSES

@@ -42,7 +42,7 @@ def config(data, log_dir, **kw):
 @pytest.fixture(scope="module")
 def two_stage(data, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("run")
-    trainer = Trainer(config(data, log_dir))
+    trainer = Trainer(config(data, log_dir, eval_every=2))
     result = trainer.run()
     return trainer, result, log_dir
 
@@ -65,6 +65,7 @@ def test_two_stage_run_writes_every_file(two_stage):
     assert float(rows[0]["lr"]) == pytest.approx(1e-3)
     assert float(rows[1]["lr"]) == pytest.approx(1e-4)
     assert {"loss", "val_loss", "yolo_loss_metric"} <= set(rows[0])
+    assert rows[0]["val_map50"] == "" and 0 <= float(rows[1]["val_map50"]) <= 1
 
 
 def test_stage_one_trains_only_the_output_convolutions(data, two_stage):
@@ -109,6 +110,7 @@ def test_interrupt_then_resume_gives_the_same_schedule(data, tmp_path, capsys):
                  callbacks=[StopAfter(3)])
     first = Trainer(cfg).run()
     assert "no saved state" in capsys.readouterr().out
+    (tmp_path / "train_state" / ".state.json.tmp-x").write_text("{")   # killed write
     assert first.status == 130 and first.epochs_done == 3   # broke after epoch 3
     assert (tmp_path / "interrupted.weights.h5").exists()
     assert "trained_weights_final.weights.h5" not in os.listdir(tmp_path)
@@ -125,6 +127,7 @@ def test_interrupt_then_resume_gives_the_same_schedule(data, tmp_path, capsys):
     assert [(r["epoch"], r["stage"]) for r in rows] == [
         ("1", "1"), ("2", "1"), ("3", "2"), ("4", "2")]
     assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    assert ".state.json.tmp-x" not in os.listdir(tmp_path / "train_state")
     for name in os.listdir(tmp_path):
         if name.endswith(".h5"):
             with h5py.File(tmp_path / name) as f:

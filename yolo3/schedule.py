@@ -13,8 +13,8 @@ import numpy as np
 
 from .anchors import anchor_masks, get_anchors, parse_mask
 from .atomic import remove_stale_temporaries
-from .callbacks import (EpochLog, MapEvaluation, NaNGuard, PeriodCheckpoint, ResumableEarlyStopping,
-                        ResumableReduceLROnPlateau, ResumeState, read_state,
+from .callbacks import (EpochLog, MapEvaluation, NaNGuard, PeriodCheckpoint,
+                        ResumableEarlyStopping, ResumableReduceLROnPlateau, ResumeState, read_state,
                         restore_optimizer, restore_weights, write_state)
 from .data import YoloDataset, get_classes, read_annotations
 from .distribute import check_batch, make_distribution
@@ -252,7 +252,8 @@ class Trainer:
         # Order matters: the mAP is added to the logs before they are written.
         callbacks = [self.nan_guard] + self.eval_callbacks()
         if self.cfg.tensorboard and keras.backend.backend() == "tensorflow":
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=self.log_dir))
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=self.log_dir,
+                                                         write_graph=False))
         self.epoch_log.stage = stage.number
         callbacks += [self.checkpoint, self.epoch_log]
         if stage.number == 2:
@@ -272,6 +273,8 @@ class Trainer:
         """(first epoch, state or None)."""
         if not self.cfg.resume:
             return 0, None
+        for folder in (self.log_dir, self.state_dir):   # left by a killed run
+            remove_stale_temporaries(folder)
         for folder in (self.log_dir, self.state_dir):  # a killed writer's leftovers
             for name in remove_stale_temporaries(folder):
                 print(f"--resume: removed {os.path.join(folder, name)} (unfinished write)")
