@@ -55,3 +55,59 @@ def test_each_degenerate_box_alone(row):
     outputs, y_true = _loss(TINY_ANCHORS, DEGENERATE[row:row + 1], 1.0, seed=row)
     loss = yolo_loss([*outputs, *y_true], TINY_ANCHORS, 2)
     assert np.isfinite(float(loss))
+
+
+def _dataset(folder, count=8, size=64):
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    folder.mkdir()
+    lines = []
+    for i in range(count):
+        pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+        pixels[10:40, 12:44] = (220, 40, 40)
+        Image.fromarray(pixels).save(folder / f"im{i}.png")
+        lines.append(f"{folder / f'im{i}.png'} 12,10,44,40,{i % 2}")
+    (folder / "train.txt").write_text("\n".join(lines) + "\n")
+    (folder / "classes.txt").write_text("a\nb\n")
+
+
+def test_absurd_learning_rate_stops_with_causes_and_keeps_good_weights(
+        tmp_path, monkeypatch, capsys):
+    """Stage 1 trains normally; stage 2 with --unfreeze-lr 1e30 diverges. The run
+    stops in that epoch, names the likely causes, and keeps the weights from the
+    end of stage 1 as last_good (the resume state stays at the good epoch)."""
+    import h5py
+    import train
+    from yolo3.errors import run_cli
+    monkeypatch.chdir(tmp_path)
+    _dataset(tmp_path / "data")
+    log = tmp_path / "log"
+    status = run_cli(train.main, [
+        "--annotations", str(tmp_path / "data" / "train.txt"),
+        "--classes", str(tmp_path / "data" / "classes.txt"),
+        "--anchors", str(ROOT / "model_data" / "tiny_yolo_anchors.txt"),
+        "--weights", "none", "--log-dir", str(log), "--input-size", "64",
+        "--batch-size", "2", "--unfreeze-batch-size", "2", "--freeze-epochs", "1",
+        "--epochs", "3", "--val-split", "0", "--unfreeze-lr", "1e30", "--no-jit"])
+    err = capsys.readouterr().err
+    assert status == 1
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "epoch 2" in line and "learning rate" in line and "degenerate boxes" in line
+    good = log / "last_good.weights.h5"
+    assert str(good) in line
+    assert not (log / "trained_weights_final.weights.h5").exists()
+
+    def arrays(path):
+        with h5py.File(path, "r") as f:
+            return {name: [np.asarray(f[name][k]) for k in sorted(f[name])]
+                    for name in f if isinstance(f[name], h5py.Group)}
+
+    kept, stage_1 = arrays(good), arrays(log / "trained_weights_stage_1.weights.h5")
+    assert kept.keys() == stage_1.keys() and len(kept) > 20
+    for name in kept:
+        for a, b in zip(kept[name], stage_1[name]):
+            assert np.all(np.isfinite(a))
+            np.testing.assert_array_equal(a, b)
+    import json
+    state = json.loads((log / "train_state" / "state.json").read_text())
+    assert state["epoch"] == 1
