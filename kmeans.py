@@ -126,9 +126,10 @@ def head_names(k, mask, input_wh):
     return names
 
 
-def plot_clusters(path, wh, anchors, input_wh, title, seed=0):
+def plot_clusters(path, wh, anchors, input_wh, title, seed=0, raw_pixels=False):
     """Two panels: box (w, h) coloured by nearest anchor (viridis) with the anchors
-    as black points; the anchors as rectangles on the network input."""
+    as black points; the anchors as rectangles on the network input (or, with
+    raw_pixels, centred on a frame of the network input's size)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -145,8 +146,9 @@ def plot_clusters(path, wh, anchors, input_wh, title, seed=0):
                  vmin=0, vmax=max(len(anchors) - 1, 1))
     left.scatter(anchors[:, 0], anchors[:, 1], c="black", s=40, alpha=0.8,
                  label="anchors (centroids)")
-    left.set_xlabel("box width (input pixels)")
-    left.set_ylabel("box height (input pixels)")
+    unit = "image pixels" if raw_pixels else "input pixels"
+    left.set_xlabel(f"box width ({unit})")
+    left.set_ylabel(f"box height ({unit})")
     left.set_title(f"{len(wh)} boxes by nearest anchor (IoU)")
     left.legend(loc="upper left")
     cx, cy = input_wh[0] / 2, input_wh[1] / 2
@@ -160,9 +162,10 @@ def plot_clusters(path, wh, anchors, input_wh, title, seed=0):
     right.set_xlim(cx - span / 2 - 5, cx + span / 2 + 5)
     right.set_ylim(cy + span / 2 + 5, cy - span / 2 - 5)      # image y axis points down
     right.set_aspect("equal")
-    right.set_xlabel("x (input pixels)")
-    right.set_ylabel("y (input pixels)")
-    right.set_title("anchors on the network input")
+    right.set_xlabel(f"x ({unit})")
+    right.set_ylabel(f"y ({unit})")
+    right.set_title("anchors (raw image pixels)" if raw_pixels
+                    else "anchors on the network input")
     right.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
@@ -229,7 +232,7 @@ def main(argv=None):
         plot_clusters(args.plot, wh, anchors, args.input_size,
                       f"{Path(args.annotations).parent.name}/{Path(args.annotations).name}: "
                       f"k={args.k}, {how}, "
-                      f"mean IoU {stats.mean_iou:.2%}", args.seed)
+                      f"mean IoU {stats.mean_iou:.2%}", args.seed, args.raw_pixels)
         print(f"wrote {args.plot}")
     return 0
 

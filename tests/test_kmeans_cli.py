@@ -89,9 +89,10 @@ def test_input_size_and_yolo_heads(tmp_path, capsys):
     assert len(get_anchors(tmp_path / "a.txt")) == 9
 
 
-def test_plot_is_a_png(dataset, tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--raw-pixels"]])
+def test_plot_is_a_png(dataset, tmp_path, capsys, extra):
     code, out, err = run([dataset, "-k", 6, "--out", tmp_path / "a.txt",
-                          "--plot", tmp_path / "plot.png"], capsys)
+                          "--plot", tmp_path / "plot.png", *extra], capsys)
     assert code == 0, err
     with Image.open(tmp_path / "plot.png") as image:
         assert image.format == "PNG" and image.size == (1200, 550)
