@@ -179,9 +179,11 @@ class AnchorStats:
 
 def anchor_stats(wh, anchors, weights=None):
     """Mean best IoU, best possible recall and per-anchor box counts."""
+    if weights is None:                        # identical sizes counted once
+        wh, weights = _unique_wh(wh)
     wh = np.asarray(wh, dtype=np.float32)
     anchors = np.asarray(anchors, dtype=np.float32)
-    weights = np.ones(len(wh)) if weights is None else np.asarray(weights, np.float64)
+    weights = np.asarray(weights, np.float64)
     index, best = _best(wh, anchors)
     ratio = wh[:, None, :] / anchors[None, :, :]
     worst_side = np.minimum(ratio, 1 / ratio).min(axis=2)         # (N, K)
