@@ -211,3 +211,61 @@ def test_annotation_paths_are_never_written(tmp_path):
         for index in range(len(dataset)):
             dataset[index]
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()} == before
+
+
+WRITERS = ("savefig", "save", "savez", "savez_compressed", "imwrite", "VideoWriter",
+           "to_csv", "write_text", "write_bytes")
+
+
+def _is_write(node):
+    """A call that creates or overwrites a file: open(.., 'w'/'a'/'x'), h5py.File
+    in a write mode, or a save-like method (not self.save, a wrapper)."""
+    name = call_name(node)
+    last = name.rsplit(".", 1)[-1]
+    if name in ("open", "io.open", "h5py.File"):
+        mode = node.args[1] if len(node.args) > 1 else keyword(node, "mode")
+        return isinstance(mode, ast.Constant) and isinstance(mode.value, str) and any(
+            c in mode.value for c in "wax")
+    return last in WRITERS and not name.startswith("self.") and name != "save"
+
+
+def unguarded_writes(tree):
+    """Lines of file writes outside `with atomic_path/atomic_open` that do not go
+    to a temporary name or an in-memory buffer."""
+    guarded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and any(
+                isinstance(n, ast.Call) and call_name(n).split(".")[-1] in (
+                    "atomic_path", "atomic_open")
+                for item in node.items for n in ast.walk(item.context_expr)):
+            guarded.update(id(n) for n in ast.walk(node))
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _is_write(node) and id(node) not in guarded:
+            target = ast.unparse(node.args[0]) if node.args else ""
+            if not any(word in target for word in ("temp", "buffer", "handle")):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_unguarded_write_detector():
+    tree = ast.parse(
+        "with atomic_path(p) as temp:\n    img.save(temp)\n"    # 1-2 fine
+        "with atomic_open(p, 'w') as f:\n    open(p, 'w')\n"    # 3-4 fine
+        "open(p, 'w')\n"                                          # 5 bad
+        "fig.savefig(out)\n"                                      # 6 bad
+        "h5py.File(path, 'w')\n"                                  # 7 bad
+        "open(p)\nh5py.File(path, 'r')\nself.save(name)\n")     # reads, wrapper
+    assert unguarded_writes(tree) == [5, 6, 7]
+
+
+def test_every_output_file_is_written_atomically():
+    """In the library and the scripts, every file write happens inside
+    `with atomic_path(...)` / `atomic_open(...)`, or goes to a temporary name or an
+    in-memory buffer handed to one (so a kill never leaves a truncated output)."""
+    offenders = []
+    for rel, tree in parsed_sources():
+        if rel.parts[0] in ("tests", "bench"):
+            continue
+        offenders += [f"{rel}:{line}" for line in unguarded_writes(tree)]
+    assert offenders == []
