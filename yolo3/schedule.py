@@ -273,8 +273,6 @@ class Trainer:
         """(first epoch, state or None)."""
         if not self.cfg.resume:
             return 0, None
-        for folder in (self.log_dir, self.state_dir):   # left by a killed run
-            remove_stale_temporaries(folder)
         for folder in (self.log_dir, self.state_dir):  # a killed writer's leftovers
             for name in remove_stale_temporaries(folder):
                 print(f"--resume: removed {os.path.join(folder, name)} (unfinished write)")
