@@ -240,6 +240,12 @@ def test_empty_classes_file(capsys, data):
                       data / "classes.txt", "no class names")
 
 
+def test_classes_file_not_utf8(capsys, data):
+    (data / "classes.txt").write_bytes(b"red\n\xff\xfegreen\n")
+    assert_user_error(cli(capsys, "train", train_args(data)),
+                      data / "classes.txt", "not a UTF-8 text file")
+
+
 def test_duplicate_class_name(capsys, data):
     (data / "classes.txt").write_text("red\ngreen\nred\n")
     assert_user_error(cli(capsys, "train", train_args(data)),
