@@ -202,6 +202,26 @@ def test_text_file_named_jpg(capsys, data):
                       f"{data / 'train.txt'}:{number}:", "not an image", "notes.jpg")
 
 
+def _png_header(width, height):
+    """A PNG that claims width x height pixels (8-bit RGB) and holds none."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb(capsys, data):
+    (data / "bomb.png").write_bytes(_png_header(100_000, 100_000))
+    number = add_line(data, f"{data / 'bomb.png'} 10,10,40,40,0")
+    assert_user_error(cli(capsys, "train", train_args(data)),
+                      f"{data / 'train.txt'}:{number}:", "too large", "bomb.png")
+
+
 def test_directory_as_image(capsys, data):
     (data / "folder.jpg").mkdir()
     number = add_line(data, f"{data / 'folder.jpg'} 10,10,40,40,0")
