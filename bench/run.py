@@ -93,21 +93,28 @@ def sec_train(res, quick):
 
 
 def sec_bottleneck(res, quick):
+    """Stage 1 plain vs on cached features, XLA on as train.py runs both; the goal
+    compares with the faster plain stage 1 (XLA on or off) of the train section."""
     import keras
     from bench.train_step import bench_bottleneck
     rows, res["bottleneck"] = [], []
     for kind, batch in [("tiny", 8)] if quick else [("tiny", 8), ("yolov3", 4)]:
-        r = bench_bottleneck(kind, 416, batch, xla=False, repeats=2 if quick else 3)
-        res["bottleneck"].append(r)
+        r = bench_bottleneck(kind, 416, batch, xla=True, repeats=2 if quick else 3)
         p, b = r["plain_stage1"], r["bottleneck_stage1"]
-        rows.append((f"stage 1 {kind}-416 b{batch} plain", "XLA off",
+        plain = [t["images_per_s"] for t in res.get("train", [])
+                 if (t["kind"], t["batch"], t["stage"]) == (kind, batch, 1)]
+        best = max([p["images_per_s"], *plain])
+        r["speedup_vs_best_plain"] = b["images_per_s"] / best
+        res["bottleneck"].append(r)
+        rows.append((f"stage 1 {kind}-416 b{batch} plain", "XLA on",
                      f"{p['images_per_s']:.2f} img/s",
-                     f"{p['images_per_s_min']:.2f}-{p['images_per_s_max']:.2f}", ""))
-        rows.append((f"stage 1 {kind}-416 b{batch} bottleneck", "XLA off",
+                     f"{p['images_per_s_min']:.2f}-{p['images_per_s_max']:.2f}",
+                     f"features once: {r['feature_extraction']['images_per_s']:.2f} img/s"))
+        rows.append((f"stage 1 {kind}-416 b{batch} bottleneck", "XLA on",
                      f"{b['images_per_s']:.1f} img/s",
                      f"{b['images_per_s_min']:.1f}-{b['images_per_s_max']:.1f}",
-                     f"{r['speedup_per_epoch']:.0f}x per epoch (first epoch "
-                     f"{r['speedup_first_epoch']:.1f}x)"))
+                     f"{r['speedup_per_epoch']:.1f}x per epoch, {r['speedup_vs_best_plain']:.1f}x "
+                     f"the best plain"))
         keras.backend.clear_session()
     return rows
 
@@ -197,8 +204,8 @@ def goals(res):
     bott = res.get("bottleneck", [])
     if bott:
         b = bott[-1]  # YOLOv3 in a full run, tiny in --quick
-        out[f"bottleneck_{b['kind']}_speedup_ge_10"] = {
-            "value": b["speedup_per_epoch"], "met": b["speedup_per_epoch"] >= 10}
+        value = b.get("speedup_vs_best_plain", b["speedup_per_epoch"])
+        out[f"bottleneck_{b['kind']}_speedup_ge_10"] = {"value": value, "met": value >= 10}
     return out
 
 

@@ -92,7 +92,7 @@ def bench_train_step(kind="tiny", size=416, batch=8, stage=2, xla=True, num_clas
     return out
 
 
-def bench_bottleneck(kind="yolov3", size=416, batch=4, xla=False, num_classes=80,
+def bench_bottleneck(kind="yolov3", size=416, batch=4, xla=True, num_classes=80,
                      repeats=3, warmup=1):
     """Stage 1 per batch: plain (whole network, frozen body) vs bottleneck (output
     convs on cached features, yolo3/bottleneck.py). Per-epoch speed-up = ratio of

@@ -124,6 +124,16 @@ def test_train_step_tiny_stage1_flops_and_rate():
     assert r["ratio_paired"] == pytest.approx(r["gflops"] / r["matmul_paired_gflops"])
 
 
+def test_bottleneck_bench_tiny():
+    from bench.train_step import bench_bottleneck
+    r = bench_bottleneck("tiny", 64, 2, xla=False, repeats=1, warmup=1)
+    plain, cached = r["plain_stage1"], r["bottleneck_stage1"]
+    assert r["speedup_per_epoch"] == pytest.approx(plain["median_s"] / cached["median_s"])
+    feats = r["feature_extraction"]["median_s"]
+    assert r["speedup_first_epoch"] == pytest.approx(
+        plain["median_s"] / (cached["median_s"] + feats))
+
+
 # ---- run.py -----------------------------------------------------------------------
 
 def test_goals_from_results_by_hand():
@@ -134,7 +144,8 @@ def test_goals_from_results_by_hand():
         {"kind": "yolov3", "stage": 2, "xla": True, "images_per_s": 0.8, "ratio_to_matmul": 0.42}],
         "pipeline": {"result": {"dataset_batch8": [{"workers": 1, "images_per_s": 30.0},
                                                    {"workers": 2, "images_per_s": 50.0}]}},
-        "bottleneck": [{"kind": "yolov3", "speedup_per_epoch": 12.5}]}
+        "bottleneck": [{"kind": "yolov3", "speedup_per_epoch": 20.0,
+                        "speedup_vs_best_plain": 12.5}]}
     g = goals(res)
     assert g["yolov3_stage2_xla_ratio_ge_0.5"] == {"value": 0.42, "met": False, "paired": None}
     assert g["pipeline_2_workers_gt_tiny_stage2"] == {"value": 12.5, "met": True}  # 50 / 4
