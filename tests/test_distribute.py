@@ -17,11 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        DEVICES = ["/cpu:0", "/cpu:1"]
+    else:   # JAX: two host devices from XLA_FLAGS
+        DEVICES = None
     import numpy as np
     from yolo3.demo import DEMO_ANCHORS
     from yolo3.distribute import make_distribution
@@ -38,7 +42,7 @@ SCRIPT = textwrap.dedent("""
     initial = None
     results = {}
     for name in ("none", "mirrored"):
-        dist = make_distribution(name, ["/cpu:0", "/cpu:1"] if name != "none" else None)
+        dist = make_distribution(name, DEVICES if name != "none" else None)
         with dist.scope():
             keras.utils.set_random_seed(1)
             # freeze_body=2: BatchNorm frozen (inference mode), so per-replica batch
@@ -48,7 +52,7 @@ SCRIPT = textwrap.dedent("""
             if initial is None:
                 initial = model.get_weights()
             model.set_weights(initial)
-            compile_model(model, 1e-2, jit_compile=False)
+            compile_model(model, 1e-2, jit_compile=keras.backend.backend() == "jax")
         before = model.evaluate(inputs, targets, batch_size=4, verbose=0)[0]
         step = model.fit(inputs, targets, batch_size=4, epochs=1, shuffle=False,
                          verbose=0).history["loss"][0]
@@ -65,9 +69,12 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_mirrored_two_cpus_gives_the_same_loss_and_update_as_one_device():
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=str(ROOT))
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_two_cpus_give_the_same_loss_and_update_as_one_device(backend):
+    """TensorFlow: MirroredStrategy; JAX: keras.distribution.DataParallel."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
