@@ -407,16 +407,19 @@ def describe_outputs(log_dir):
         "trained_weights_final.weights.h5": "final body weights (use with yolo.py)",
         "interrupted.weights.h5": "body weights when interrupted",
         "last_good.weights.h5": "last weights before the loss became NaN",
-        "training_log.csv": "one row per epoch: loss, yolo_loss, val_loss, lr",
+        "training_log.csv": "one row per epoch: loss, yolo_loss_metric, val_loss, lr",
         "loss.png": "loss plot, stage boundary marked",
         STATE_DIR: "resume state (--resume)",
     }
     lines = []
-    for name in sorted(os.listdir(log_dir)):
+    names = sorted(os.listdir(log_dir))
+    checkpoints = [n for n in names if n.startswith("ep") and n.endswith(".weights.h5")]
+    if checkpoints:
+        lines.append(f"  {os.path.join(log_dir, checkpoints[-1])}: the best of "
+                     f"{len(checkpoints)} periodic checkpoints (ep*.weights.h5)")
+    for name in names:
         if name in descriptions:
             lines.append(f"  {os.path.join(log_dir, name)}: {descriptions[name]}")
-        elif name.startswith("ep") and name.endswith(".weights.h5"):
-            lines.append(f"  {os.path.join(log_dir, name)}: periodic best checkpoint")
     if os.path.isdir(os.path.join(log_dir, "train")):
         lines.append(f"  {os.path.join(log_dir, 'train')}, validation: TensorBoard logs "
                      f"(tensorboard --logdir {log_dir})")
