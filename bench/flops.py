@@ -74,13 +74,16 @@ def count_flops(model):
             "trainable_convs": n_trainable, "per_layer": per_layer}
 
 
-def model_flops(kind="yolov3", size=416, num_classes=80):
-    """Forward GFLOPs per image of a freshly built yolo_body / tiny_yolo_body."""
+def model_flops(kind="yolov3", size=416, num_classes=80, freeze_body=0):
+    """count_flops of a freshly built yolo_body / tiny_yolo_body, with the layers
+    frozen as create_model(freeze_body=...) does (2: stage 1, 0: stage 2)."""
     import keras
     from yolo3.model import tiny_yolo_body, yolo_body
+    from yolo3.training import freeze_body_layers
     inputs = keras.Input((size, size, 3), name="image")
     body = (tiny_yolo_body(inputs, 3, num_classes) if kind == "tiny"
             else yolo_body(inputs, 3, num_classes))
+    freeze_body_layers(body, freeze_body)
     return count_flops(body)
 
 
@@ -92,11 +95,14 @@ def main(argv=None):
     if a.size <= 0 or a.size % 32:
         from yolo3.errors import UserError
         raise UserError(f"--size must be a positive multiple of 32 (got {a.size})")
-    print(f"{'model':8} {'convs':>5} {'forward GFLOP':>14} {'darknet':>8} {'train GFLOP (all trainable)':>28}")
+    print(f"{'model':8} {'convs':>5} {'forward GFLOP':>14} {'darknet':>8} "
+          f"{'train stage 1':>14} {'train stage 2':>14}  (per image)")
     for kind in ("yolov3", "tiny"):
         r = model_flops(kind, a.size, a.classes)
+        s1 = model_flops(kind, a.size, a.classes, freeze_body=2)
         ref = DARKNET_BFLOPS_416[kind] if (a.size, a.classes) == (416, 80) else float("nan")
-        print(f"{kind:8} {r['convs']:5d} {r['forward'] / 1e9:14.2f} {ref:8.2f} {r['train'] / 1e9:28.2f}")
+        print(f"{kind:8} {r['convs']:5d} {r['forward'] / 1e9:14.2f} {ref:8.2f} "
+              f"{s1['train'] / 1e9:14.2f} {r['train'] / 1e9:14.2f}")
     return 0
 
 
