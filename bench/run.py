@@ -209,6 +209,14 @@ def goals(res):
     return out
 
 
+def markdown(rows):
+    """The printed table as a markdown table."""
+    head = "| benchmark | setting | median | range (min-max) | note |"
+    lines = [head, "|---|---|---:|---:|---|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def print_rows(rows):
     for r in rows:
         print(f"{r[0]:34} {r[1]:12} {r[2]:>16} {r[3]:>15}  {r[4]}", flush=True)
@@ -221,6 +229,8 @@ def main(argv=None):
     p.add_argument("--only", default=",".join(SECTIONS),
                    help=f"comma-separated sections (default: all: {','.join(SECTIONS)})")
     p.add_argument("--json", default="", help="write all results to this JSON file (default: none)")
+    p.add_argument("--markdown", default="",
+                   help="also write the table as markdown to this file (default: none)")
     a = p.parse_args(argv)
     only = [s for s in a.only.split(",") if s]
     bad = [s for s in only if s not in SECTIONS]
@@ -232,23 +242,29 @@ def main(argv=None):
           f"Keras {res['machine']['keras']} ({res['machine']['backend']})")
     print_rows([("benchmark", "setting", "median", "range", "note")])
     t0 = time.perf_counter()
+    table = []
     for section in SECTIONS:  # fixed order: matmul first, its rate feeds the ratios
         if section not in only:
             continue
         if section in HELPERS:
             res[section] = run_helper(section, a.quick)
-            print_rows(summarise(section, res[section], res))
+            rows = summarise(section, res[section], res)
         else:
-            print_rows(globals()[f"sec_{section}"](res, a.quick))
+            rows = globals()[f"sec_{section}"](res, a.quick)
+        print_rows(rows)
+        table += rows
     res["seconds"] = time.perf_counter() - t0
     res["goals"] = goals(res)
     for name, g in res["goals"].items():
         print(f"goal {name}: {g['value']:.2f} -> {'met' if g['met'] else 'MISSED'}")
     print(f"total {res['seconds']:.0f} s")
+    from yolo3.atomic import atomic_open
     if a.json:
-        from yolo3.atomic import atomic_open
         with atomic_open(a.json, "w") as f:
             json.dump(res, f, indent=2)
+    if a.markdown:
+        with atomic_open(a.markdown, "w") as f:
+            f.write(markdown(table))
     return 0
 
 

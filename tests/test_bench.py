@@ -155,8 +155,10 @@ def test_goals_from_results_by_hand():
 
 def test_run_quick_matmul_json(tmp_path, capsys):
     from bench.run import main
-    out = tmp_path / "r.json"
-    assert main(["--quick", "--only", "matmul", "--json", str(out)]) == 0
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert main(["--quick", "--only", "matmul", "--json", str(out), "--markdown", str(md)]) == 0
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("| benchmark |") and lines[2].startswith("| matmul float32 |")
     r = json.loads(out.read_text())
     assert r["quick"] and r["machine"]["cores"] == os.cpu_count()
     m = r["matmul"]
