@@ -289,30 +289,3 @@ def restore_optimizer(folder, state, model):
             variable.assign(array)
     return True
 
-
-def validation_map50(body, lines, class_names, anchors, mask, input_shape):
-    """VOC mAP@0.5 of `body` on annotation lines (yolo3.detector + yolo3.evaluation;
-    score threshold 0.001, up to 100 boxes per class, as for a mAP)."""
-    from .detector import YOLO
-    from .evaluation import evaluate
-    detector = YOLO(body=body, class_names=class_names, anchors=anchors, mask=mask,
-                    model_image_size=tuple(input_shape), score=0.001, max_boxes=100)
-    found = detector.detect([line.path for line in lines])
-    truth = [line.boxes for line in lines]
-    report, _ = evaluate(truth, [(d.boxes, d.scores, d.classes) for d in found],
-                         class_names, coco=False)
-    return report["mAP50"]
-
-
-class MapEvaluation(keras.callbacks.Callback):
-    """Every `every` epochs: the validation mAP@0.5, logged as `val_map50`."""
-
-    def __init__(self, body, lines, class_names, anchors, mask, input_shape, every=1):
-        super().__init__()
-        self.args = (body, lines, class_names, anchors, mask, input_shape)
-        self.every = every
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and (epoch + 1) % self.every == 0 and _finite(logs):
-            logs["val_map50"] = validation_map50(*self.args)
-            print(f"\nEpoch {epoch + 1}: val_map50 {logs['val_map50']:.4f}")

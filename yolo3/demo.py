@@ -117,8 +117,7 @@ def run_demo(log_dir="logs/demo/", resume=False, jit=True, num_images=300,
     from scratch through both stages, print the validation mAP@0.5 and the files."""
     import time
 
-    from .callbacks import validation_map50
-    from .schedule import Trainer, TrainConfig, describe_outputs
+    from .schedule import Trainer, TrainConfig, describe_outputs, validation_map50
 
     started = time.time()
     paths = make_dataset(os.path.join(log_dir, "data"), num_images, size=input_size)
@@ -135,8 +134,7 @@ def run_demo(log_dir="logs/demo/", resume=False, jit=True, num_images=300,
     if result.status:
         print(f"error: {result.message}")
         return result.status
-    map50 = validation_map50(trainer.body, trainer.val_lines, trainer.class_names,
-                             trainer.anchors, trainer.mask, trainer.input_shape)
+    map50 = validation_map50(trainer)
     minutes = (time.time() - started) / 60
     print(f"\nDemo done in {minutes:.1f} min: validation mAP@0.5 = {map50:.3f} on "
           f"{len(trainer.val_lines)} images ({result.epochs_done} epochs). Written:")

@@ -13,12 +13,13 @@ import numpy as np
 
 from .anchors import anchor_masks, get_anchors, parse_mask
 from .atomic import remove_stale_temporaries
-from .callbacks import (EpochLog, MapEvaluation, NaNGuard, PeriodCheckpoint,
+from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint,
                         ResumableEarlyStopping, ResumableReduceLROnPlateau, ResumeState, read_state,
                         restore_optimizer, restore_weights, write_state)
 from .data import YoloDataset, get_classes, read_annotations
 from .distribute import check_batch, make_distribution
 from .errors import UserError
+from .evaluation import MapEvaluation, evaluate_detector
 from .training import (compile_model, create_model, create_tiny_model, detection_body,
                        unfreeze_all)
 from .weights import save_weights
@@ -78,7 +79,6 @@ class TrainResult:
     epochs_done: int
     outputs: dict
     message: str = ""
-    val_map50: Optional[float] = None
 
 
 def split_lines(lines, val_split, seed=47):
@@ -209,6 +209,7 @@ class Trainer:
         self.log_dir = cfg.log_dir
         self.state_dir = os.path.join(self.log_dir, STATE_DIR)
         self.outputs = {}
+        self.map_evaluation = None
         os.makedirs(self.log_dir, exist_ok=True)
 
     def path(self, name):
@@ -250,7 +251,7 @@ class Trainer:
 
     def stage_callbacks(self, stage):
         # Order matters: the mAP is added to the logs before they are written.
-        callbacks = [self.nan_guard] + self.eval_callbacks()
+        callbacks = [self.nan_guard] + self.eval_callbacks(stage)
         if self.cfg.tensorboard and keras.backend.backend() == "tensorflow":
             callbacks.append(keras.callbacks.TensorBoard(log_dir=self.log_dir,
                                                          write_graph=False))
@@ -262,11 +263,18 @@ class Trainer:
                                      self.carried, self.fingerprint))
         return callbacks + list(self.cfg.callbacks)
 
-    def eval_callbacks(self):
-        if not (self.cfg.eval_every and self.val_lines):
+    def eval_callbacks(self, stage):
+        """yolo3.evaluation.MapEvaluation (val_mAP50 in the logs; the best weights
+        by mAP kept), except on bottleneck features, which carry no images."""
+        if not (self.cfg.eval_every and self.val_lines) or (
+                stage.number == 1 and self.use_bottleneck()):
             return []
-        return [MapEvaluation(self.body, self.val_lines, self.class_names, self.anchors,
-                              self.mask, self.input_shape, self.cfg.eval_every)]
+        if self.map_evaluation is None:     # one object: the best mAP carries over
+            self.map_evaluation = MapEvaluation(
+                self.val_lines, self.anchors, self.class_names, self.input_shape,
+                every=self.cfg.eval_every, mask=self.mask,
+                best_path=self.path("best_map50.weights.h5"))
+        return [self.map_evaluation]
 
     # -- resume ----------------------------------------------------------------
     def load_resume_state(self):
@@ -395,6 +403,16 @@ def _has_gpu():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def validation_map50(trainer):
+    """VOC mAP@0.5 of the trainer's body on its validation lines."""
+    from .detector import YOLO
+    detector = YOLO(body=trainer.body, class_names=trainer.class_names,
+                    anchors=trainer.anchors, mask=trainer.mask,
+                    model_image_size=trainer.input_shape, score=0.001, max_boxes=100)
+    report, _ = evaluate_detector(detector, trainer.val_lines, coco=False)
+    return report["mAP50"]
+
+
 def run_training(cfg):
     """Run the whole schedule for a TrainConfig; returns a TrainResult."""
     return Trainer(cfg).run()
@@ -407,6 +425,7 @@ def describe_outputs(log_dir):
         "trained_weights_final.weights.h5": "final body weights (use with yolo.py)",
         "interrupted.weights.h5": "body weights when interrupted",
         "last_good.weights.h5": "last weights before the loss became NaN",
+        "best_map50.weights.h5": "body weights of the best validation mAP@0.5",
         "training_log.csv": "one row per epoch: loss, yolo_loss_metric, val_loss, lr",
         "loss.png": "loss plot, stage boundary marked",
         STATE_DIR: "resume state (--resume)",
