@@ -46,10 +46,10 @@ def build_parser():
     d = DEFAULTS
 
     def add(flag, help_text, **kw):
-        default = kw.get("default")
-        if "action" not in kw or kw["action"] != "store_true":
-            help_text += f" (default: {default})"
-        p.add_argument(flag, help=help_text, **kw)
+        p.add_argument(flag, help=f"{help_text} (default: {kw.get('default')})", **kw)
+
+    def switch(flag, help_text):
+        p.add_argument(flag, action="store_true", help=f"{help_text} (default: off)")
 
     add("--annotations", "annotation file: `path x_min,y_min,x_max,y_max,class ...` per "
         "line", default=d.annotations)
@@ -94,26 +94,20 @@ def build_parser():
         "TF_CONFIG); JAX backend: DataParallel", choices=("none", "mirrored",
                                                            "multiworker"),
         default=d.strategy)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --log-dir from its last completed epoch "
-                   "(optimizer state, lr, best val_loss, stage); starts fresh, saying "
-                   "so, when there is no saved state")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip bad annotation lines with a warning instead of stopping")
-    p.add_argument("--full-check", action="store_true",
-                   help="decode every image before training (slow; finds corrupt files)")
-    p.add_argument("--bottleneck", action="store_true",
-                   help="stage 1 (with --freeze-body 2) on cached features of the "
-                   "frozen body: computed once, no augmentation; much faster on a CPU")
-    p.add_argument("--no-jit", action="store_true",
-                   help="do not compile the training step with XLA")
-    p.add_argument("--mixed-precision", action="store_true",
-                   help="float16 on GPU, bfloat16 on CPU (the loss stays float32)")
-    p.add_argument("--no-augment", action="store_true",
-                   help="train on letterboxed images without random augmentation")
-    p.add_argument("--demo", action="store_true",
-                   help="generate a synthetic shapes data set under --log-dir (default "
-                   "logs/demo/) and train tiny-YOLOv3 on it through both stages")
+    switch("--resume", "continue the run in --log-dir from its last completed epoch "
+           "(optimizer state, lr, best val_loss, stage); starts fresh, saying so, "
+           "when there is no saved state")
+    switch("--skip-bad", "skip bad annotation lines with a warning instead of stopping")
+    switch("--full-check", "decode every image before training (slow; finds corrupt "
+           "files)")
+    switch("--bottleneck", "stage 1 (with --freeze-body 2) on cached features of the "
+           "frozen body: computed once, no augmentation; much faster on a CPU")
+    switch("--no-jit", "do not compile the training step with XLA")
+    switch("--mixed-precision", "float16 on GPU, bfloat16 on CPU (the loss stays "
+           "float32)")
+    switch("--no-augment", "train on letterboxed images without random augmentation")
+    switch("--demo", "generate a synthetic shapes data set under --log-dir (logs/demo/ "
+           "unless given) and train tiny-YOLOv3 on it through both stages")
     return p
 
 

@@ -139,7 +139,8 @@ def run_demo(log_dir="logs/demo/", resume=False, jit=True, num_images=300,
     print(f"\nDemo done in {minutes:.1f} min: validation mAP@0.5 = {map50:.3f} on "
           f"{len(trainer.val_lines)} images ({result.epochs_done} epochs). Written:")
     print("\n".join(describe_outputs(log_dir)))
+    image = os.path.join(log_dir, "data", "images", "0000.png")
     print(f"Detect with: python yolo.py --model {result.outputs['trained_weights_final']}"
           f" --anchors {paths['anchors']} --classes {paths['classes']} "
-          f"--input-size {input_size} --image {os.path.join(log_dir, 'data', 'images', '0000.png')}")
+          f"--input-size {input_size} --image {image}")
     return 0

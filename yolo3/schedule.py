@@ -14,7 +14,8 @@ import numpy as np
 from .anchors import anchor_masks, get_anchors, parse_mask
 from .atomic import remove_stale_temporaries
 from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint,
-                        ResumableEarlyStopping, ResumableReduceLROnPlateau, ResumeState, read_state,
+                        ResumableEarlyStopping, ResumableReduceLROnPlateau,
+                        ResumeState, read_state,
                         restore_optimizer, restore_weights, write_state)
 from .data import YoloDataset, get_classes, read_annotations
 from .distribute import check_batch, make_distribution
@@ -107,7 +108,7 @@ def _check_config(cfg):
     if cfg.input_size <= 0 or cfg.input_size % 32:
         raise UserError(f"--input-size {cfg.input_size}: must be a positive multiple "
                         "of 32 (the network downsamples 5 times by 2)")
-    for name in ("batch_size", "unfreeze_batch_size", "checkpoint_period"):
+    for name in ("batch_size", "unfreeze_batch_size", "checkpoint_period", "workers"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be "
                             "at least 1")
@@ -342,8 +343,8 @@ class Trainer:
             saved = read_state(self.state_dir)
             epochs_done = saved["epoch"] if saved else epochs_done
             return TrainResult(130, epochs_done, self.outputs,
-                               f"interrupted: weights saved to {self.outputs['interrupted']};"
-                               " continue with --resume")
+                               "interrupted: weights saved to "
+                               f"{self.outputs['interrupted']}; continue with --resume")
         return TrainResult(0, epochs_done, self.outputs)
 
     def run_stage(self, stage, start, state, distribution):
@@ -367,7 +368,8 @@ class Trainer:
                 val = self.dataset(self.val_lines, val_batch, False)
         with distribution.scope():
             compile_model(model, stage.lr, jit_compile=cfg.jit)
-            if state is not None and state["stage"] == stage.number and first > stage.first_epoch:
+            resumed = state is not None and state["stage"] == stage.number
+            if resumed and first > stage.first_epoch:
                 if not restore_optimizer(self.state_dir, state, model):
                     print("note: the saved optimizer state does not fit; Adam starts "
                           "afresh")
