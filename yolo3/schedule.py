@@ -207,6 +207,10 @@ class Trainer:
         self.train_lines, self.val_lines, self.monitor = _read_data(
             cfg, len(self.class_names))
         self.weights_path, self.freeze_body = _weights_choice(cfg, len(self.anchors))
+        self.bottleneck = cfg.bottleneck and self.freeze_body == 2
+        if cfg.bottleneck and not self.bottleneck:
+            print("note: --bottleneck needs --freeze-body 2 and pretrained weights; "
+                  "stage 1 trains the whole model instead")
         self.log_dir = cfg.log_dir
         self.state_dir = os.path.join(self.log_dir, STATE_DIR)
         self.outputs = {}
@@ -268,7 +272,7 @@ class Trainer:
         """yolo3.evaluation.MapEvaluation (val_mAP50 in the logs; the best weights
         by mAP kept), except on bottleneck features, which carry no images."""
         if not (self.cfg.eval_every and self.val_lines) or (
-                stage.number == 1 and self.use_bottleneck()):
+                stage.number == 1 and self.bottleneck):
             return []
         if self.map_evaluation is None:     # one object: the best mAP carries over
             self.map_evaluation = MapEvaluation(
@@ -355,7 +359,7 @@ class Trainer:
             print("Unfreeze all of the layers.")
         batch = _clamp_batch(stage.batch_size, len(self.train_lines), "training")
         check_batch(batch, distribution)
-        if stage.number == 1 and self.use_bottleneck():
+        if stage.number == 1 and self.bottleneck:
             from .bottleneck import prepare
             with distribution.scope():
                 model, train, val = prepare(self, batch, first)
@@ -380,12 +384,6 @@ class Trainer:
                             epochs=stage.end_epoch, verbose=cfg.verbose,
                             callbacks=self.stage_callbacks(stage))
         return first + len(history.epoch)
-
-    def use_bottleneck(self):
-        if self.cfg.bottleneck and self.freeze_body != 2:
-            print("note: --bottleneck needs --freeze-body 2 and pretrained weights; "
-                  "stage 1 trains the whole model instead")
-        return self.cfg.bottleneck and self.freeze_body == 2
 
     def save(self, name):
         path = self.path(f"{name}.weights.h5")
