@@ -118,7 +118,8 @@ def main(argv=None):
     p.add_argument("--precision", choices=["mixed_bfloat16", "float32"], default="mixed_bfloat16",
                    help="Keras dtype policy (default: mixed_bfloat16)")
     p.add_argument("--workers", type=int, default=16, help="pipeline workers (default: 16; smoke: 2)")
-    p.add_argument("--only", default="", help="comma-separated config indexes to run (default: all)")
+    p.add_argument("--only", default="",
+                   help="comma-separated indexes into the config list to run (default: all)")
     p.add_argument("--no-pipeline", action="store_true", help="skip the input-pipeline part")
     p.add_argument("--json", default="", help="write results to this JSON file (default: none)")
     a = p.parse_args(argv)
@@ -138,7 +139,11 @@ def main(argv=None):
     keras.mixed_precision.set_global_policy(a.precision)
     configs = SMOKE if a.smoke else FULL
     if a.only:
-        configs = [configs[int(i)] for i in a.only.split(",")]
+        try:
+            configs = [configs[int(i)] for i in a.only.split(",")]
+        except (ValueError, IndexError):
+            from yolo3.errors import UserError
+            raise UserError(f"--only: expected indexes 0-{len(configs) - 1} ({a.only})") from None
     steps, repeats = (1, 1) if a.smoke else (a.steps, a.repeats)
     dev = jax.devices()[0]
     result["device"] = f"{dev.platform}: {getattr(dev, 'device_kind', '')}"
