@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import sys
 from typing import Optional
 
 import keras
@@ -380,8 +381,11 @@ class Trainer:
                 model.optimizer.learning_rate.assign(state["lr"])
         print(f"Stage {stage.number}: epochs {first + 1}..{stage.end_epoch}, batch size "
               f"{batch}, lr {stage.lr:g}.")
+        verbose = cfg.verbose
+        if verbose == "auto":   # progress bars on a terminal, one line per epoch in a log
+            verbose = 1 if sys.stdout.isatty() else 2
         history = model.fit(train, validation_data=val, initial_epoch=first,
-                            epochs=stage.end_epoch, verbose=cfg.verbose,
+                            epochs=stage.end_epoch, verbose=verbose,
                             callbacks=self.stage_callbacks(stage))
         return first + len(history.epoch)
 
