@@ -150,6 +150,8 @@ def test_loss_goes_down_on_a_fixed_batch_without_validation(data, tmp_path, caps
     assert result.status == 0
     with open(tmp_path / "log" / "training_log.csv", newline="") as handle:
         losses = [float(r["loss"]) for r in csv.DictReader(handle)]
+    # only stage 1 ran (--epochs 8 = --freeze-epochs 8): its weights are final too
+    assert (tmp_path / "log" / "trained_weights_final.weights.h5").exists()
     assert losses[-1] < 0.5 * losses[0]
     assert any(n.startswith("ep008-loss") and "val" not in n
                for n in os.listdir(tmp_path / "log"))

@@ -342,6 +342,8 @@ class Trainer:
                                        "training stopped: " + self.nan_guard.tripped)
                 self.save(name)
                 start = stage.end_epoch
+            if stages and stages[-1].number == 1:   # --epochs <= --freeze-epochs
+                self.save("trained_weights_final")
             self.mark_finished(epochs_done)
         except KeyboardInterrupt:
             self.save("interrupted")
