@@ -1,6 +1,6 @@
 """All benchmarks in one command: prints a table and writes JSON.
 
-    python bench/run.py --json bench/results/cpu.json          # a few minutes
+    python bench/run.py --json bench/results/cpu.json          # ~12 minutes, 2 cores
     python bench/run.py --quick                                # under a minute
 
 Sections (--only to pick): matmul (this machine's float32 matmul rate, the practical
