@@ -14,7 +14,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from yolo3.anchors import get_anchors  # noqa: F401  (the original's helpers)
-from yolo3.data import data_generator, data_generator_wrapper, get_classes  # noqa: F401
+from yolo3.data import get_classes  # noqa: F401
+from yolo3.dataset import data_generator, data_generator_wrapper  # noqa: F401
 from yolo3.errors import UserError, run_cli
 from yolo3.schedule import TrainConfig, describe_outputs, run_training
 from yolo3.training import create_model, create_tiny_model  # noqa: F401
@@ -82,7 +83,8 @@ def build_parser():
         "monitor the training loss", type=float, default=d.val_split)
     add("--val-annotations", "a separate validation annotation file instead of the "
         "split", default=None)
-    add("--seed", "seed of the train/validation shuffle and the augmentation",
+    add("--seed", "seed of the train/validation shuffle, the augmentation and the "
+        "initial weights of layers not loaded",
         type=int, default=d.seed)
     add("--checkpoint-period", "check val_loss for a best checkpoint every N epochs",
         type=positive_int, default=d.checkpoint_period)

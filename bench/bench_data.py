@@ -24,7 +24,8 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from yolo3.atomic import atomic_open  # noqa: E402
-from yolo3.data import YoloDataset, format_line, read_annotations  # noqa: E402
+from yolo3.data import format_line, read_annotations  # noqa: E402
+from yolo3.dataset import YoloDataset  # noqa: E402
 from yolo3.errors import UserError, run_cli  # noqa: E402
 from yolo3.utils import distort_hsv, get_random_data  # noqa: E402
 

@@ -18,7 +18,8 @@ from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint,
                         ResumableEarlyStopping, ResumableReduceLROnPlateau,
                         ResumeState, read_state,
                         restore_optimizer, restore_weights, write_state)
-from .data import YoloDataset, get_classes, read_annotations
+from .data import get_classes, read_annotations
+from .dataset import YoloDataset
 from .distribute import check_batch, make_distribution
 from .errors import UserError
 from .evaluation import MapEvaluation, evaluate_detector
@@ -227,6 +228,7 @@ class Trainer:
             gpu = keras.backend.backend() == "tensorflow" and _has_gpu()
             keras.mixed_precision.set_global_policy(
                 "mixed_float16" if gpu else "mixed_bfloat16")
+        keras.utils.set_random_seed(self.cfg.seed)   # reproducible new layers
         create = create_tiny_model if self.tiny else create_model
         self.model = create(self.input_shape, self.anchors, len(self.class_names),
                             load_pretrained=self.weights_path is not None,

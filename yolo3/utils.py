@@ -12,6 +12,7 @@ from functools import reduce
 import numpy as np
 from PIL import Image
 
+from .data import parse_line
 from .images import BACKGROUND, image_size, open_image, transpose_boxes
 
 
@@ -118,7 +119,6 @@ def _distort_block(image, hue, sat, val, out):
 def _read_annotation(annotation_line):
     """(path, boxes float32 (n, 5)) from an AnnotationLine or a line string."""
     if isinstance(annotation_line, str):
-        from .data import parse_line  # data imports this module
         annotation_line = parse_line(annotation_line)
     path, boxes = annotation_line[0], annotation_line[1]
     return path, np.array(boxes, dtype=np.float32).reshape(-1, 5)
