@@ -207,12 +207,12 @@ def test_read_box_sizes_scales_by_letterbox(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("a.jpg 1,1,5,5,0\nb.jpg 1,1,5\n", r"train.txt:2: bad box '1,1,5'"),
-    ("a.jpg 1,1,5,5,0 x,1,5,5,0\n", r"train.txt:1: bad box 'x,1,5,5,0'"),
-    ("a.jpg 5,1,5,9,0\n", r"train.txt:1: empty box"),
+    ("a.jpg 1,1,5,5,0\nb.jpg 1,1,5\n", r"train.txt:2: unparsable box.*\(box 1: 1,1,5\)"),
+    ("a.jpg 1,1,5,5,0 x,1,5,5,0\n", r"train.txt:1: unparsable box.*\(box 2: x,1,5,5,0\)"),
+    ("a.jpg 5,1,5,9,0\n", r"train.txt:1: x_min >= x_max \(box 1: 5,1,5,9,0\)"),
     ("a.jpg\nb.jpg\n", r"train.txt: no boxes in 2 lines"),
     ("1,1,5,5,0\n", r"train.txt:1: no image path"),
-    ("a.jpg 1,1,5,nan,0\n", r"train.txt:1: bad box"),
+    ("a.jpg 1,1,5,nan,0\n", r"train.txt:1: unparsable box, numbers must be finite"),
 ])
 def test_read_box_sizes_errors(tmp_path, text, message):
     with pytest.raises(UserError, match=message):

@@ -5,13 +5,13 @@ IoU = min(w1,w2)*min(h1,h2) / (w1*h1 + w2*h2 - min(w1,w2)*min(h1,h2)).
 Identical (w, h) pairs are clustered once with their count as a weight, which
 gives exactly the result of clustering every box.
 """
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from .data import read_annotations
 from .errors import UserError
+from .images import image_size
 
 UPDATES = ("median", "mean")
 # restarts=None: many for small data sets, where a run costs little and k-means'
@@ -35,68 +35,6 @@ def letterbox_scale(image_wh, input_wh):
     return np.min(input_wh / image_wh, axis=1)
 
 
-# The line rules of yolo3.data (which imports keras, too slow to start for this
-# tool): the first token of numbers and commas is the first box; boxes are
-# x_min,y_min,x_max,y_max,class_id (decimals accepted); blank and `#` lines skipped.
-_BOX_LIKE = re.compile(r"[-+0-9.eE]*,[-+0-9.eE,]*")
-
-
-def _parse_box(token, where):
-    fields = token.split(",")
-    try:
-        values = [float(f) for f in fields]
-    except ValueError:
-        values = []
-    if len(fields) != 5 or len(values) != 5 or not np.all(np.isfinite(values)):
-        raise UserError(f"{where}: bad box {token!r} (expected x_min,y_min,x_max,y_max,"
-                        "class_id numbers)")
-    if values[2] <= values[0] or values[3] <= values[1]:
-        raise UserError(f"{where}: empty box {token!r} (x_max <= x_min or "
-                        "y_max <= y_min)")
-    return values[:4]
-
-
-def _read_annotation_boxes(path):
-    """Yield (line_no, image_path, boxes (n, 4) float64) of each annotation line;
-    UserError `FILE:LINE: what (value)` for a malformed line."""
-    path = str(path)
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, 1):
-            where = f"{path}:{line_no}"
-            try:
-                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").strip()
-            except UnicodeDecodeError:
-                raise UserError(f"{where}: not UTF-8 text") from None
-            if not line or line.startswith("#"):
-                continue
-            tokens = list(re.finditer(r"\S+", line))
-            first = next((i for i, t in enumerate(tokens) if _BOX_LIKE.fullmatch(t.group())
-                          and re.search(r"\d", t.group())), len(tokens))
-            if first == 0:
-                raise UserError(f"{where}: no image path before the boxes ({line[:40]})")
-            for token in tokens[1:first]:         # e.g. 1,2,3,nan,0: a broken box
-                if token.group().count(",") >= 3:
-                    _parse_box(token.group(), where)
-            image = line[:tokens[first].start()].strip() if first < len(tokens) else line
-            boxes = [_parse_box(t.group(), where) for t in tokens[first:]]
-            yield line_no, image, np.array(boxes, dtype=np.float64).reshape(-1, 4)
-
-
-def _resolve_image(image, annotation_path):
-    """A relative path is looked up in the working directory first (the original),
-    then next to the annotation file (as yolo3.data.resolve_image_path)."""
-    candidate = Path(image)
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    return Path(annotation_path).parent / candidate
-
-
-def _image_size(path):
-    """(w, h) from the image header."""
-    from .images import image_size
-    return image_size(path)
-
-
 @dataclass
 class BoxSizes:
     """Box (w, h) from an annotation file, with what was read."""
@@ -112,31 +50,31 @@ def read_box_sizes(annotation_path, input_wh=(416, 416), raw_pixels=False):
     (anchors live there); raw_pixels keeps image pixels, as the original did.
     """
     sizes = {}       # image size cache: duplicate lines need one header read
-    wh, lines = [], 0
-    for line_no, image, boxes in _read_annotation_boxes(annotation_path):
-        lines += 1
-        if not len(boxes):
+    wh = []
+    lines = read_annotations(annotation_path, check_images=False, progress=False)
+    for line in lines:
+        if not len(line.boxes):
             continue
-        box_wh = boxes[:, 2:4] - boxes[:, 0:2]
-        key = str(_resolve_image(image, annotation_path))
+        box_wh = (line.boxes[:, 2:4] - line.boxes[:, 0:2]).astype(np.float64)
+        key = line.path
         if not raw_pixels:
             if key not in sizes:
                 try:
-                    sizes[key] = _image_size(key)
+                    sizes[key] = image_size(key)
                 except UserError as exc:
-                    raise UserError(f"{annotation_path}:{line_no}: {exc} (the image "
-                                    "size is needed to scale its boxes; --raw-pixels "
-                                    "clusters image pixels without it)") from None
+                    raise UserError(f"{line.source}: {exc} (the image size is needed to "
+                                    "scale its boxes; --raw-pixels clusters image pixels "
+                                    "without it)") from None
                 except OSError as exc:
-                    raise UserError(f"{annotation_path}:{line_no}: cannot read image "
-                                    f"size of {key} ({exc.strerror or exc})") from None
+                    raise UserError(f"{line.source}: cannot read image size of {key} "
+                                    f"({exc.strerror or exc})") from None
             box_wh *= letterbox_scale(sizes[key], input_wh)[0]
         else:
             sizes.setdefault(key, None)
         wh.append(box_wh)
     if not wh:
-        raise UserError(f"{annotation_path}: no boxes in {lines} lines")
-    return BoxSizes(np.concatenate(wh).astype(np.float32), lines, len(sizes))
+        raise UserError(f"{annotation_path}: no boxes in {len(lines)} lines")
+    return BoxSizes(np.concatenate(wh).astype(np.float32), len(lines), len(sizes))
 
 
 # ------------------------------------------------------------------ metrics ---
