@@ -9,7 +9,8 @@ import argparse
 import sys
 
 from yolo3.converters import (COCO_CATEGORY_MODES, convert_coco, convert_voc, convert_yolo,
-                              read_classes, summary, write_annotations)
+                              summary, write_annotations)
+from yolo3.data import get_classes
 from yolo3.errors import UserError, run_cli
 
 
@@ -82,7 +83,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    classes = read_classes(args.classes) if getattr(args, "classes", None) else None
+    classes = get_classes(args.classes) if getattr(args, "classes", None) else None
     if args.format == "voc":
         conversion = convert_voc(args.folder, args.images, classes, args.ids,
                                  args.include_difficult, args.skip_unknown, args.negatives)

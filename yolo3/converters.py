@@ -15,6 +15,7 @@ from xml.etree.ElementTree import TreeBuilder
 from xml.parsers import expat
 
 from .atomic import atomic_open
+from .data import get_classes
 from .errors import UserError
 from .images import image_size
 
@@ -55,20 +56,6 @@ class Conversion:
             return True
         self.counts[LEFT_OUT] += 1
         return False
-
-
-def read_classes(path):
-    """Class names, one a line; blank lines ignored; duplicates are an error."""
-    names = []
-    for number, line in enumerate(_read_text(path).splitlines(), 1):
-        name = line.strip()
-        if name in names:
-            raise UserError(f"{path}:{number}: duplicate class name ({name!r})")
-        if name:
-            names.append(name)
-    if not names:
-        raise UserError(f"{path}: no class names")
-    return names
 
 
 def pixel_box(x_min, y_min, x_max, y_max, width, height, where):
@@ -358,7 +345,7 @@ def convert_yolo(folder, labels=None, classes=None, negatives=False):
         found = [p for p in (labels / "classes.txt", Path(folder) / "classes.txt") if p.is_file()]
         if not found:
             raise UserError(f"{folder}: no classes.txt; give the class names with --classes")
-        classes = read_classes(found[0])
+        classes = get_classes(found[0])
     files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
                    and not p.name.startswith(".") and p.is_file())
     if not files:
