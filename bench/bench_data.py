@@ -18,11 +18,11 @@ import tempfile
 import time
 
 import numpy as np
-from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.original import original_get_random_data, original_hsv  # noqa: E402
 from yolo3.atomic import atomic_open  # noqa: E402
 from yolo3.data import format_line, read_annotations  # noqa: E402
 from yolo3.dataset import YoloDataset  # noqa: E402
@@ -34,72 +34,6 @@ RACCOON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 ANCHORS = np.array([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]],
                    np.float32)
 SIZE = (416, 416)
-
-
-# ---- plain transcription of the original (qqwweee/keras-yolo3 yolo3/utils.py) ----
-
-def _rand(a=0, b=1):
-    return np.random.rand() * (b - a) + a
-
-
-def original_get_random_data(annotation_line, input_shape, random=True, max_boxes=20,
-                             jitter=.3, hue=.1, sat=1.5, val=1.5, proc_img=True):
-    line = annotation_line.split()
-    image = Image.open(line[0])
-    iw, ih = image.size
-    h, w = input_shape
-    box = np.array([np.array(list(map(int, box.split(',')))) for box in line[1:]])
-    new_ar = w / h * _rand(1 - jitter, 1 + jitter) / _rand(1 - jitter, 1 + jitter)
-    scale = _rand(.25, 2)
-    if new_ar < 1:
-        nh = int(scale * h)
-        nw = int(nh * new_ar)
-    else:
-        nw = int(scale * w)
-        nh = int(nw / new_ar)
-    image = image.resize((nw, nh), Image.BICUBIC)
-    dx = int(_rand(0, w - nw))
-    dy = int(_rand(0, h - nh))
-    new_image = Image.new('RGB', (w, h), (128, 128, 128))
-    new_image.paste(image, (dx, dy))
-    image = new_image
-    flip = _rand() < .5
-    if flip:
-        image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    hue = _rand(-hue, hue)
-    sat = _rand(1, sat) if _rand() < .5 else 1 / _rand(1, sat)
-    val = _rand(1, val) if _rand() < .5 else 1 / _rand(1, val)
-    x = _original_hsv(np.array(image) / 255., hue, sat, val)
-    image_data = x
-    box_data = np.zeros((max_boxes, 5))
-    if len(box) > 0:
-        np.random.shuffle(box)
-        box[:, [0, 2]] = box[:, [0, 2]] * nw / iw + dx
-        box[:, [1, 3]] = box[:, [1, 3]] * nh / ih + dy
-        if flip:
-            box[:, [0, 2]] = w - box[:, [2, 0]]
-        box[:, 0:2][box[:, 0:2] < 0] = 0
-        box[:, 2][box[:, 2] > w] = w
-        box[:, 3][box[:, 3] > h] = h
-        box_w = box[:, 2] - box[:, 0]
-        box_h = box[:, 3] - box[:, 1]
-        box = box[np.logical_and(box_w > 1, box_h > 1)]
-        if len(box) > max_boxes:
-            box = box[:max_boxes]
-        box_data[:len(box)] = box
-    return image_data, box_data
-
-
-def _original_hsv(image, hue, sat, val):
-    x = rgb_to_hsv(image)
-    x[..., 0] += hue
-    x[..., 0][x[..., 0] > 1] -= 1
-    x[..., 0][x[..., 0] < 0] += 1
-    x[..., 1] *= sat
-    x[..., 2] *= val
-    x[x > 1] = 1
-    x[x < 0] = 0
-    return hsv_to_rgb(x)
 
 
 # ---- data ----
@@ -145,7 +79,7 @@ def per_image(function, lines, repeats):
 def hsv_rates(repeats):
     pixels = np.random.default_rng(1).integers(0, 256, (416, 416, 3), dtype=np.uint8)
     ours = per_image(lambda p: distort_hsv(p, .05, 1.3, .8), [pixels] * 10, repeats)
-    original = per_image(lambda p: _original_hsv(p / 255., .05, 1.3, .8), [pixels] * 3, repeats)
+    original = per_image(lambda p: original_hsv(p / 255., .05, 1.3, .8), [pixels] * 3, repeats)
     return ours, original
 
 

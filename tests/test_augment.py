@@ -3,9 +3,9 @@ values, matplotlib and a plain transcription of the original."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 
+from bench.original import original_get_random_data, original_hsv
 from yolo3.data import AnnotationLine
 from yolo3.utils import compose, distort_hsv, get_random_data, letterbox_image
 
@@ -88,81 +88,6 @@ def test_accepts_line_text_with_spaces(tmp_path):
     np.testing.assert_allclose(boxes[0], [1, 2, 30, 40, 0])
 
 
-def _original(line, input_shape, random=True, max_boxes=20, jitter=.3, hue=.1,
-              sat=1.5, val=1.5):
-    """The original keras-yolo3 get_random_data, transcribed (numpy global state,
-    int boxes, float64 matplotlib HSV)."""
-    def rand(a=0, b=1):
-        return np.random.rand() * (b - a) + a
-    line = line.split()
-    image = Image.open(line[0])
-    iw, ih = image.size
-    h, w = input_shape
-    box = np.array([np.array(list(map(int, box.split(',')))) for box in line[1:]])
-    if not random:
-        scale = min(w / iw, h / ih)
-        nw, nh = int(iw * scale), int(ih * scale)
-        dx, dy = (w - nw) // 2, (h - nh) // 2
-        image = image.resize((nw, nh), Image.BICUBIC)
-        new_image = Image.new('RGB', (w, h), (128, 128, 128))
-        new_image.paste(image, (dx, dy))
-        image_data = np.array(new_image) / 255.
-        box_data = np.zeros((max_boxes, 5))
-        if len(box) > 0:
-            np.random.shuffle(box)
-            box = box[:max_boxes]
-            box[:, [0, 2]] = box[:, [0, 2]] * scale + dx
-            box[:, [1, 3]] = box[:, [1, 3]] * scale + dy
-            box_data[:len(box)] = box
-        return image_data, box_data
-    new_ar = w / h * rand(1 - jitter, 1 + jitter) / rand(1 - jitter, 1 + jitter)
-    scale = rand(.25, 2)
-    if new_ar < 1:
-        nh = int(scale * h)
-        nw = int(nh * new_ar)
-    else:
-        nw = int(scale * w)
-        nh = int(nw / new_ar)
-    image = image.resize((nw, nh), Image.BICUBIC)
-    dx = int(rand(0, w - nw))
-    dy = int(rand(0, h - nh))
-    new_image = Image.new('RGB', (w, h), (128, 128, 128))
-    new_image.paste(image, (dx, dy))
-    image = new_image
-    flip = rand() < .5
-    if flip:
-        image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    hue = rand(-hue, hue)
-    sat = rand(1, sat) if rand() < .5 else 1 / rand(1, sat)
-    val = rand(1, val) if rand() < .5 else 1 / rand(1, val)
-    x = rgb_to_hsv(np.array(image) / 255.)
-    x[..., 0] += hue
-    x[..., 0][x[..., 0] > 1] -= 1
-    x[..., 0][x[..., 0] < 0] += 1
-    x[..., 1] *= sat
-    x[..., 2] *= val
-    x[x > 1] = 1
-    x[x < 0] = 0
-    image_data = hsv_to_rgb(x)
-    box_data = np.zeros((max_boxes, 5))
-    if len(box) > 0:
-        np.random.shuffle(box)
-        box[:, [0, 2]] = box[:, [0, 2]] * nw / iw + dx
-        box[:, [1, 3]] = box[:, [1, 3]] * nh / ih + dy
-        if flip:
-            box[:, [0, 2]] = w - box[:, [2, 0]]
-        box[:, 0:2][box[:, 0:2] < 0] = 0
-        box[:, 2][box[:, 2] > w] = w
-        box[:, 3][box[:, 3] > h] = h
-        box_w = box[:, 2] - box[:, 0]
-        box_h = box[:, 3] - box[:, 1]
-        box = box[np.logical_and(box_w > 1, box_h > 1)]
-        if len(box) > max_boxes:
-            box = box[:max_boxes]
-        box_data[:len(box)] = box
-    return image_data, box_data
-
-
 @pytest.fixture(scope="module")
 def noise_image(tmp_path_factory):
     pixels = np.random.default_rng(7).integers(0, 256, (90, 120, 3), dtype=np.uint8)
@@ -177,7 +102,7 @@ def noise_image(tmp_path_factory):
 def test_same_as_the_original_with_the_global_state(noise_image, random, seed):
     line = f"{noise_image} 10,12,100,80,1 40,30,80,60,0 0,0,119,89,2"
     np.random.seed(seed)
-    expected_image, expected_boxes = _original(line, (64, 96), random=random)
+    expected_image, expected_boxes = original_get_random_data(line, (64, 96), random=random)
     np.random.seed(seed)
     image, boxes = get_random_data(line, (64, 96), random=random)
     np.testing.assert_allclose(image, expected_image, atol=1e-6, rtol=0)
@@ -188,22 +113,10 @@ def test_same_as_the_original_with_the_global_state(noise_image, random, seed):
 
 
 def test_not_random_pixels_equal_the_original_exactly(noise_image):
-    expected, _ = _original(f"{noise_image}", (128, 80), random=False)
+    expected, _ = original_get_random_data(f"{noise_image}", (128, 80), random=False)
     image, _ = get_random_data(f"{noise_image}", (128, 80), random=False)
     assert (np.round(image * 255) == np.round(expected * 255)).all()
     np.testing.assert_allclose(image, expected, atol=1e-7, rtol=0)
-
-
-def _reference_hsv(pixels, hue, sat, val):
-    x = rgb_to_hsv(pixels / 255.)
-    x[..., 0] += hue
-    x[..., 0][x[..., 0] > 1] -= 1
-    x[..., 0][x[..., 0] < 0] += 1
-    x[..., 1] *= sat
-    x[..., 2] *= val
-    x[x > 1] = 1
-    x[x < 0] = 0
-    return hsv_to_rgb(x)
 
 
 @settings(max_examples=60, deadline=None)
@@ -218,7 +131,7 @@ def test_hsv_matches_matplotlib(seed, hue, sat, val):
     pixels[12:14] = (rng.integers(0, 2, (2, 50, 3)) * 255).astype(np.uint8)
     out = distort_hsv(pixels, hue, sat, val)
     assert out.dtype == np.float32 and out.shape == pixels.shape
-    np.testing.assert_allclose(out, _reference_hsv(pixels, hue, sat, val), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(out, original_hsv(pixels / 255., hue, sat, val), atol=1e-6, rtol=0)
 
 
 def test_hsv_identity_and_hue_limit():
