@@ -108,6 +108,10 @@ def build_parser():
     switch("--mixed-precision", "float16 on GPU, bfloat16 on CPU (the loss stays "
            "float32)")
     switch("--no-augment", "train on letterboxed images without random augmentation")
+    switch("--augment-validation", "augment the validation images too, as the original "
+           "did (noisier val_loss, which drives checkpoints and early stopping)")
+    switch("--exif-transpose", "rotate images by their EXIF orientation, boxes with them "
+           "(boxes must then refer to the rotated image)")
     switch("--demo", "generate a synthetic shapes data set under --log-dir (logs/demo/ "
            "unless given) and train tiny-YOLOv3 on it through both stages")
     return p
@@ -126,7 +130,8 @@ def config_from_args(args):
         full_check=args.full_check, eval_every=args.eval_every,
         bottleneck=args.bottleneck, jit=not args.no_jit,
         mixed_precision=args.mixed_precision, strategy=args.strategy,
-        augment=not args.no_augment)
+        augment=not args.no_augment, augment_validation=args.augment_validation,
+        exif_transpose=args.exif_transpose)
 
 
 def main(argv=None):

@@ -233,3 +233,30 @@ def test_train_py_reexports_the_originals_helpers():
         assert callable(getattr(train, name))
     assert "--demo" in train.build_parser().format_help()
     assert sys.modules["train"] is train
+
+
+def test_validation_is_not_augmented_unless_asked(data, tmp_path, monkeypatch):
+    import yolo3.schedule as schedule
+    made = []
+    original = schedule.YoloDataset
+
+    def recording(lines, batch, *args, **kwargs):
+        made.append((len(lines), kwargs["augment"], kwargs["shuffle"],
+                     kwargs["exif_transpose"]))
+        return original(lines, batch, *args, **kwargs)
+
+    monkeypatch.setattr(schedule, "YoloDataset", recording)
+    for flags, expected_val in (([], False), (["--augment-validation"], True)):
+        made.clear()
+        args = train.build_parser().parse_args(
+            ["--annotations", data["annotations"], "--classes", data["classes"],
+             "--anchors", data["anchors"], "--weights", data["weights"],
+             "--log-dir", str(tmp_path / str(expected_val)), "--input-size", "64",
+             "--batch-size", "4", "--freeze-epochs", "1", "--epochs", "1",
+             "--val-split", "0.25", "--no-jit", "--exif-transpose", *flags])
+        cfg = train.config_from_args(args)
+        cfg.verbose = 0
+        Trainer(cfg).run()
+        train_set, val_set = made[0], made[1]
+        assert train_set[0] == 18 and train_set[1:] == (True, True, True)
+        assert val_set[0] == 6 and val_set[1:] == (expected_val, False, True)

@@ -62,6 +62,8 @@ class TrainConfig:
     mixed_precision: bool = False
     strategy: str = "none"
     augment: bool = True
+    augment_validation: bool = False     # the original augmented validation data
+    exif_transpose: bool = False
     tensorboard: bool = True
     verbose: object = "auto"
     callbacks: list = dataclasses.field(default_factory=list)   # extra (tests)
@@ -236,10 +238,12 @@ class Trainer:
                             weights_path=self.weights_path, mask=self.mask)
         self.body = detection_body(self.model)
 
-    def dataset(self, lines, batch, augment, epoch=0):
+    def dataset(self, lines, batch, augment, epoch=0, shuffle=None):
         return YoloDataset(lines, batch, self.input_shape, self.anchors,
                            len(self.class_names), mask=self.mask, augment=augment,
-                           shuffle=augment, seed=self.cfg.seed, initial_epoch=epoch,
+                           shuffle=augment if shuffle is None else shuffle,
+                           seed=self.cfg.seed, initial_epoch=epoch,
+                           exif_transpose=self.cfg.exif_transpose,
                            workers=self.cfg.workers,
                            use_multiprocessing=self.cfg.workers > 1)
 
@@ -374,7 +378,8 @@ class Trainer:
             val = None
             if self.val_lines:
                 val_batch = min(batch, len(self.val_lines))
-                val = self.dataset(self.val_lines, val_batch, False)
+                val = self.dataset(self.val_lines, val_batch, cfg.augment_validation,
+                                   shuffle=False)
         with distribution.scope():
             compile_model(model, stage.lr, jit_compile=cfg.jit)
             resumed = state is not None and state["stage"] == stage.number
