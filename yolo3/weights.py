@@ -134,7 +134,10 @@ def read_weights(path, model=None):
         raise
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a weights file") from None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+    # h5py reports damaged metadata as RuntimeError (and TypeError for some
+    # damaged attributes), not only OSError.
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError,
+            zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a readable weights file ({exc})") from None
     raise UserError(f"{path}: HDF5 file without Keras weights")
 
@@ -163,6 +166,9 @@ def load_weights(model, path, skip_mismatch=True, output_layers=()):
                                 "the file belongs to another model")
             skipped.append((layer.name, reason))
             continue
+        if not all(np.isfinite(v).all() for v in values if v.dtype.kind == "f"):
+            raise UserError(f"{path}: layer {layer.name}: NaN or infinite values "
+                            "(a damaged file, or saved from a diverged run)")
         layer.set_weights(values)
         loaded.append(layer.name)
     if not loaded:
