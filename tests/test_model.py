@@ -61,6 +61,7 @@ def test_freezing_by_meaning(yolo416):
     weighted = {l.name for l in yolo416.layers if l.weights and l.name in frozen}
     assert len([n for n in weighted if n.startswith("conv")]) == 52       # Darknet53
     assert max(int(n[-3:]) for n in frozen) == 74
+    assert all(n[:4] in ("conv", "bn_0", "leak", "pad_", "add_") for n in frozen)
     frozen = freeze_body_layers(yolo416, 2)
     trainable = [l.name for l in yolo416.layers if l.weights and l.trainable]
     assert trainable == ["conv_081", "conv_093", "conv_105"]
