@@ -167,14 +167,15 @@ def detect_video(yolo, source, output=None, max_frames=None):
         size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                 int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         with (atomic_path(output) if output else contextlib.nullcontext()) as temp:
-            writer = None
-            if output:
-                # OpenCV picks the container by extension: write temp + extension.
-                target = temp + os.path.splitext(output)[1]
-                writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-                if not writer.isOpened():
-                    raise UserError(f"{output}: OpenCV cannot write this video format")
+            # OpenCV picks the container by extension: write temp + extension.
+            target = temp + os.path.splitext(output)[1] if output else None
+            writer, completed = None, False
             try:
+                if output:
+                    writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"),
+                                             fps, size)
+                    if not writer.isOpened():
+                        raise UserError(f"{output}: OpenCV cannot write this video format")
                 while max_frames is None or frames < max_frames:
                     ok, frame = capture.read()
                     if not ok:      # end of the stream
@@ -184,9 +185,13 @@ def detect_video(yolo, source, output=None, max_frames=None):
                     frames += 1
                     if writer:
                         writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                completed = True
             finally:
                 if writer:
                     writer.release()
+                if target and not completed:    # an error or Ctrl-C: no partial video
+                    with contextlib.suppress(OSError):
+                        os.remove(target)
             if output:
                 os.replace(target, temp)
     finally:

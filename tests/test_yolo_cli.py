@@ -10,7 +10,7 @@ from PIL import Image
 import evaluate
 import yolo
 from detect_fixtures import SCORE, expected_boxes, write_model_files
-from yolo3.errors import run_cli
+from yolo3.errors import UserError, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,36 @@ def test_video_in_and_out(files, tmp_path):
     capture.release()
     assert len(frames) == 4 and frames[0].shape == (64, 96, 3)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+class _InterruptedAfter:
+    """A detector that is stopped (Ctrl-C) while drawing frame `n`."""
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    def detect_image(self, image):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return image
+
+
+def test_video_output_interrupted_or_unwritable_leaves_nothing(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    source = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
+    for i in range(5):
+        writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    writer.release()
+    out = tmp_path / "out.mp4"
+    detector = _InterruptedAfter(3)
+    with pytest.raises(KeyboardInterrupt):
+        yolo.detect_video(detector, str(source), str(out))
+    assert detector.calls == 3
+    with pytest.raises(UserError, match="cannot write this video format"):
+        yolo.detect_video(detector, str(source), str(tmp_path / "out.unknown-format"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi"]
 
 
 def test_export_flag_writes_saved_model_and_keras(files, tmp_path, capsys):
