@@ -104,7 +104,13 @@ def build_parser():
            "files)")
     switch("--bottleneck", "stage 1 (with --freeze-body 2) on cached features of the "
            "frozen body: computed once, no augmentation; much faster on a CPU")
-    switch("--no-jit", "do not compile the training step with XLA")
+    xla = p.add_mutually_exclusive_group()
+    xla.add_argument("--jit", dest="jit", action="store_const", const=True,
+                     default="auto", help="compile the training step with XLA (default: "
+                     "only on a GPU/TPU, and always on the JAX backend; on a CPU "
+                     "TensorFlow without XLA is faster)")
+    xla.add_argument("--no-jit", dest="jit", action="store_const", const=False,
+                     help="never compile the training step with XLA")
     switch("--mixed-precision", "float16 on GPU, bfloat16 on CPU (the loss stays "
            "float32)")
     switch("--no-augment", "train on letterboxed images without random augmentation")
@@ -128,7 +134,7 @@ def config_from_args(args):
         checkpoint_period=args.checkpoint_period, workers=args.workers,
         resume=args.resume, mask=args.mask, skip_bad=args.skip_bad,
         full_check=args.full_check, eval_every=args.eval_every,
-        bottleneck=args.bottleneck, jit=not args.no_jit,
+        bottleneck=args.bottleneck, jit=args.jit,
         mixed_precision=args.mixed_precision, strategy=args.strategy,
         augment=not args.no_augment, augment_validation=args.augment_validation,
         exif_transpose=args.exif_transpose)
@@ -140,7 +146,7 @@ def main(argv=None):
     if args.demo:
         from yolo3.demo import run_demo
         log_dir = args.log_dir if args.log_dir != DEFAULTS.log_dir else "logs/demo/"
-        return run_demo(log_dir, resume=args.resume, jit=not args.no_jit)
+        return run_demo(log_dir, resume=args.resume, jit=args.jit)
     cfg = config_from_args(args)
     result = run_training(cfg)
     if result.status:

@@ -10,7 +10,8 @@ import pytest
 
 import train
 from yolo3.demo import make_dataset
-from yolo3.errors import run_cli
+from yolo3.distribute import has_accelerator, use_xla
+from yolo3.errors import UserError, run_cli
 from yolo3.model import tiny_yolo_body
 from yolo3.schedule import (TrainConfig, Trainer, _weights_choice, plan_stages,
                             split_lines)
@@ -42,7 +43,7 @@ def config(data, log_dir, **kw):
 @pytest.fixture(scope="module")
 def two_stage(data, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("run")
-    trainer = Trainer(config(data, log_dir, eval_every=2))
+    trainer = Trainer(config(data, log_dir, eval_every=2, jit="auto"))
     result = trainer.run()
     return trainer, result, log_dir
 
@@ -67,6 +68,19 @@ def test_two_stage_run_writes_every_file(two_stage):
     assert {"loss", "val_loss", "yolo_loss_metric"} <= set(rows[0])
     assert rows[0]["val_mAP50"] == "nan" and 0 <= float(rows[1]["val_mAP50"]) <= 1
     assert (log_dir / "best_map50.weights.h5").exists()
+
+
+def test_xla_by_default_only_on_accelerators(two_stage):
+    trainer = two_stage[0]
+    if has_accelerator() or keras.backend.backend() != "tensorflow":
+        pytest.skip("the CPU-only TensorFlow case is checked here")
+    assert trainer.model.jit_compile is False     # oneDNN without XLA is faster on CPU
+    parse = train.build_parser().parse_args
+    assert parse([]).jit == "auto"
+    assert parse(["--jit"]).jit is True and parse(["--no-jit"]).jit is False
+    assert use_xla(True) is True and use_xla(False) is False and use_xla("auto") is False
+    with pytest.raises(UserError, match="not allowed with"):
+        parse(["--jit", "--no-jit"])
 
 
 def test_stage_one_trains_only_the_output_convolutions(data, two_stage):

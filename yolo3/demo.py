@@ -111,7 +111,7 @@ def make_dataset(folder, num_images=300, size=128, seed=0):
     return paths
 
 
-def run_demo(log_dir="logs/demo/", resume=False, jit=True, num_images=300,
+def run_demo(log_dir="logs/demo/", resume=False, jit="auto", num_images=300,
              input_size=128, freeze_epochs=45, epochs=55, batch_size=16):
     """`train.py --demo`: make the data set under log_dir/data, train tiny-YOLOv3
     from scratch through both stages, print the validation mAP@0.5 and the files."""

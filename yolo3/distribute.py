@@ -52,6 +52,30 @@ def make_distribution(name="none", devices=None):
                     f"(KERAS_BACKEND is {backend})")
 
 
+def has_accelerator():
+    """True when the Keras backend sees a GPU or TPU (not only CPUs)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return any(tf.config.list_physical_devices(kind) for kind in ("GPU", "TPU"))
+    if backend == "jax":
+        import jax
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+        return torch.cuda.is_available()
+    return False
+
+
+def use_xla(jit):
+    """train.py's XLA choice: True/False as given. "auto": XLA on accelerators only
+    on TensorFlow (on a CPU, oneDNN without XLA measured faster); always on JAX,
+    whose steps only run fast compiled."""
+    if jit != "auto":
+        return bool(jit)
+    return keras.backend.backend() == "jax" or has_accelerator()
+
+
 def check_batch(batch_size, distribution):
     """A global batch must split evenly over the replicas."""
     if batch_size % distribution.replicas:

@@ -20,7 +20,7 @@ from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint,
                         restore_optimizer, restore_weights, write_state)
 from .data import get_classes, read_annotations
 from .dataset import YoloDataset
-from .distribute import check_batch, make_distribution
+from .distribute import check_batch, has_accelerator, make_distribution, use_xla
 from .errors import UserError
 from .evaluation import MapEvaluation, evaluate_detector
 from .training import (compile_model, create_model, create_tiny_model, detection_body,
@@ -58,7 +58,7 @@ class TrainConfig:
     full_check: bool = False
     eval_every: int = 0
     bottleneck: bool = False
-    jit: bool = True
+    jit: object = "auto"                 # True, False or "auto" (see use_xla)
     mixed_precision: bool = False
     strategy: str = "none"
     augment: bool = True
@@ -227,7 +227,7 @@ class Trainer:
     # -- model -----------------------------------------------------------------
     def build(self):
         if self.cfg.mixed_precision:
-            gpu = keras.backend.backend() == "tensorflow" and _has_gpu()
+            gpu = keras.backend.backend() == "tensorflow" and has_accelerator()
             keras.mixed_precision.set_global_policy(
                 "mixed_float16" if gpu else "mixed_bfloat16")
         keras.utils.set_random_seed(self.cfg.seed)   # reproducible new layers
@@ -381,7 +381,7 @@ class Trainer:
                 val = self.dataset(self.val_lines, val_batch, cfg.augment_validation,
                                    shuffle=False)
         with distribution.scope():
-            compile_model(model, stage.lr, jit_compile=cfg.jit)
+            compile_model(model, stage.lr, jit_compile=use_xla(cfg.jit))
             resumed = state is not None and state["stage"] == stage.number
             if resumed and first > stage.first_epoch:
                 if not restore_optimizer(self.state_dir, state, model):
@@ -409,11 +409,6 @@ class Trainer:
             "fingerprint": self.fingerprint}
         state.update(finished=True, epoch=epochs_done)
         write_state(self.state_dir, self.body, None, state)
-
-
-def _has_gpu():
-    import tensorflow as tf
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def validation_map50(trainer):
