@@ -2,6 +2,35 @@
 cfg text from a list of sections, and .weights files with random values."""
 import numpy as np
 
+# A two-convolution network with one [yolo] head (2 classes) at 64 px: the
+# darknet files of the bad-input and fuzz tests. Floats: conv 1 with batch norm
+# (4 biases + 4 scales + 4 means + 4 variances, 4x3x3x3 kernel), conv 2 (21 biases,
+# 21x4x1x1 kernel).
+SMALL_CFG = """[net]
+width=64
+height=64
+channels=3
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+filters=21
+size=1
+stride=1
+pad=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=2
+num=3
+"""
+SMALL_CFG_FLOATS = (4 * 4 + 4 * 3 * 9) + (21 + 21 * 4)
+
 
 def cfg_text(sections, width=64, height=64, channels=3):
     """[net] plus sections given as (kind, {key: value}) pairs."""

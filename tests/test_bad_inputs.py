@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from darknet_files import SMALL_CFG, SMALL_CFG_FLOATS
 from yolo3.errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -354,37 +355,11 @@ def test_kmeans_with_an_empty_annotation_file(capsys, data):
 
 # ------------------------------------------------------ darknet cfg and weights
 
-CFG = """[net]
-width=64
-height=64
-channels=3
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-filters=21
-size=1
-stride=1
-pad=1
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=2
-num=3
-"""
-CFG_FLOATS = (4 * 4 + 4 * 3 * 9) + (21 + 21 * 4)
-
-
 def darknet_files(folder, extra_floats=0):
     cfg = folder / "net.cfg"
-    cfg.write_text(CFG)
+    cfg.write_text(SMALL_CFG)
     weights = folder / "net.weights"
-    floats = np.random.default_rng(0).uniform(0.1, 1, CFG_FLOATS + extra_floats)
+    floats = np.random.default_rng(0).uniform(0.1, 1, SMALL_CFG_FLOATS + extra_floats)
     weights.write_bytes(np.array([0, 2, 0], "<i4").tobytes()
                         + np.array([0], "<i8").tobytes() + floats.astype("<f4").tobytes())
     return cfg, weights
@@ -411,7 +386,7 @@ def test_weights_longer_than_the_cfg(capsys, tmp_path):
 
 def test_cfg_with_an_unknown_section(capsys, tmp_path):
     cfg, weights = darknet_files(tmp_path)
-    cfg.write_text(CFG.replace("[yolo]", "[yollo]"))
+    cfg.write_text(SMALL_CFG.replace("[yolo]", "[yollo]"))
     assert_user_error(cli(capsys, "convert", [cfg, weights, tmp_path / "o.h5"]),
                       f"{cfg}:18:", "yollo")
 

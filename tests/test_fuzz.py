@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from darknet_files import SMALL_CFG, SMALL_CFG_FLOATS
 from yolo3.errors import UserError
 
 # FUZZ_EXAMPLES=1000 for a longer local search; CI keeps the default.
@@ -295,50 +296,21 @@ def test_darknet_cfg(tmp_path_factory, text):
     assert model.count_params() == network.num_floats
 
 
-TINY_CFG = """[net]
-width=64
-height=64
-channels=3
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=2
-pad=1
-activation=leaky
-[maxpool]
-size=2
-stride=2
-[convolutional]
-filters=21
-size=1
-stride=1
-pad=1
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=2
-num=3
-"""
-TINY_FLOATS = (4 * 4 + 4 * 3 * 9) + (21 + 21 * 4)
-
-
 @st.composite
 def weights_files(draw):
-    """(bytes of a .weights file for TINY_CFG, expected outcome)."""
+    """(bytes of a .weights file for SMALL_CFG, expected outcome)."""
     major, minor = draw(st.sampled_from([(0, 2), (0, 1), (1, 0), (0, 0), (1000, 2)]))
     wide = major * 10 + minor >= 2 and major < 1000
     header = np.array([major, minor, 0], "<i4").tobytes() + (
         np.array([123], "<i8" if wide else "<i4").tobytes())
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    floats = rng.uniform(0.1, 1.0, TINY_FLOATS).astype("<f4")
+    floats = rng.uniform(0.1, 1.0, SMALL_CFG_FLOATS).astype("<f4")
     data = header + floats.tobytes()
     cut = draw(st.one_of(st.none(), st.integers(0, len(data) - 1)))
     pad = draw(st.binary(max_size=9))
     if cut is not None:
         data = data[:cut]
-    return data + pad, cut is None, len(header) + 4 * TINY_FLOATS
+    return data + pad, cut is None, len(header) + 4 * SMALL_CFG_FLOATS
 
 
 @FUZZ
@@ -350,7 +322,7 @@ def test_darknet_weights(tmp_path_factory, case):
     from yolo3 import darknet
     data, whole, exact_length = case
     folder = tmp_path_factory.mktemp("w")
-    cfg = _write(folder, "tiny.cfg", TINY_CFG)
+    cfg = _write(folder, "tiny.cfg", SMALL_CFG)
     path = _write(folder, "tiny.weights", data)
     network = darknet.load_cfg(cfg)
     with warnings.catch_warnings(record=True) as caught:
@@ -360,9 +332,9 @@ def test_darknet_weights(tmp_path_factory, case):
         except UserError as exc:
             assert str(path) in str(exc) and (not whole or len(data) < 20)
             return
-    assert weights.floats_read == TINY_FLOATS
+    assert weights.floats_read == SMALL_CFG_FLOATS
     leftover = [w for w in caught if "left over" in str(w.message)]
     assert bool(leftover) == (len(data) != exact_length)
-    assert set(weights.arrays) == {"conv_000", "bn_000", "conv_002"}
+    assert set(weights.arrays) == {"conv_000", "bn_000", "conv_001"}
     for arrays in weights.arrays.values():
         assert all(np.all(np.isfinite(a)) for a in arrays)
