@@ -93,28 +93,27 @@ def sec_train(res, quick):
 
 
 def sec_bottleneck(res, quick):
-    """Stage 1 plain vs on cached features, XLA on as train.py runs both; the goal
-    compares with the faster plain stage 1 (XLA on or off) of the train section."""
+    """Stage 1 plain vs on cached features, each through model.fit as train.py runs
+    it by default (XLA: off for the whole network, on for the bottleneck head)."""
     import keras
     from bench.train_step import bench_bottleneck
     rows, res["bottleneck"] = [], []
     for kind, batch in [("tiny", 8)] if quick else [("tiny", 8), ("yolov3", 4)]:
-        r = bench_bottleneck(kind, 416, batch, xla=True, repeats=2 if quick else 3)
-        p, b = r["plain_stage1"], r["bottleneck_stage1"]
-        plain = [t["images_per_s"] for t in res.get("train", [])
-                 if (t["kind"], t["batch"], t["stage"]) == (kind, batch, 1)]
-        best = max([p["images_per_s"], *plain])
-        r["speedup_vs_best_plain"] = b["images_per_s"] / best
+        r = bench_bottleneck(kind, 416, batch, repeats=2 if quick else 3)
+        p, m, b = r["plain_stage1"], r["plain_stage1_in_memory"], r["bottleneck_stage1"]
         res["bottleneck"].append(r)
-        rows.append((f"stage 1 {kind}-416 b{batch} plain", "XLA on",
+        xla = {True: "XLA on", False: "XLA off"}
+        rows.append((f"stage 1 {kind}-416 b{batch} plain", xla[r["xla_plain"]],
                      f"{p['images_per_s']:.2f} img/s",
                      f"{p['images_per_s_min']:.2f}-{p['images_per_s_max']:.2f}",
-                     f"features once: {r['feature_extraction']['images_per_s']:.2f} img/s"))
-        rows.append((f"stage 1 {kind}-416 b{batch} bottleneck", "XLA on",
+                     f"fit on augmented JPEGs; {m['images_per_s']:.2f} img/s on a batch "
+                     f"in memory"))
+        rows.append((f"stage 1 {kind}-416 b{batch} bottleneck", xla[r["xla_bottleneck"]],
                      f"{b['images_per_s']:.1f} img/s",
                      f"{b['images_per_s_min']:.1f}-{b['images_per_s_max']:.1f}",
-                     f"{r['speedup_per_epoch']:.1f}x per epoch, {r['speedup_vs_best_plain']:.1f}x "
-                     f"the best plain"))
+                     f"{r['speedup_per_epoch']:.1f}x per epoch ({r['speedup_compute']:.1f}x "
+                     f"in memory); features once: "
+                     f"{r['feature_extraction']['images_per_s']:.2f} img/s"))
         keras.backend.clear_session()
     return rows
 
@@ -202,11 +201,10 @@ def goals(res):
     if tiny and two:
         out["pipeline_2_workers_gt_tiny_stage2"] = {
             "value": two[0] / max(tiny), "met": two[0] > max(tiny)}
-    bott = res.get("bottleneck", [])
-    if bott:
-        b = bott[-1]  # YOLOv3 in a full run, tiny in --quick
-        value = b.get("speedup_vs_best_plain", b["speedup_per_epoch"])
-        out[f"bottleneck_{b['kind']}_speedup_ge_10"] = {"value": value, "met": value >= 10}
+    for b in res.get("bottleneck", []):
+        out[f"bottleneck_{b['kind']}_speedup_ge_10"] = {
+            "value": b["speedup_per_epoch"], "met": b["speedup_per_epoch"] >= 10,
+            "in_memory": b["speedup_compute"]}
     return out
 
 

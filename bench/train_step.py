@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.flops import count_flops  # noqa: E402
-from bench.timing import measure, measure_paired  # noqa: E402
+from bench.timing import Timing, measure, measure_paired  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANCHORS = {"yolov3": "model_data/yolo_anchors.txt", "tiny": "model_data/tiny_yolo_anchors.txt"}
@@ -25,16 +25,26 @@ def anchors_for(kind):
     return get_anchors(os.path.join(ROOT, ANCHORS[kind]))
 
 
-def make_batch(kind, size, batch, num_classes, boxes_per_image=6, seed=0):
+def random_boxes(size, count, num_classes, boxes_per_image=6, max_boxes=20, seed=0):
+    """(count, max_boxes, 5) zero-padded boxes x_min, y_min, x_max, y_max, class in
+    input pixels: boxes_per_image random boxes per image."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, size * 0.6, (count, boxes_per_image, 2))
+    wh = rng.uniform(size * 0.05, size * 0.4, (count, boxes_per_image, 2))
+    cls = rng.integers(0, num_classes, (count, boxes_per_image, 1))
+    boxes = np.zeros((count, max_boxes, 5), np.float32)
+    boxes[:, :boxes_per_image] = np.concatenate([xy, np.minimum(xy + wh, size - 1), cls], -1)
+    return boxes
+
+
+def make_batch(kind, size, batch, num_classes, seed=0):
     """Random images in [0,1] and y_true from random boxes: ([image, *y_true], zeros)."""
     import numpy as np
     from yolo3.model import preprocess_true_boxes
     rng = np.random.default_rng(seed)
     images = rng.random((batch, size, size, 3), dtype=np.float32)
-    xy = rng.uniform(0, size * 0.6, (batch, boxes_per_image, 2))
-    wh = rng.uniform(size * 0.05, size * 0.4, (batch, boxes_per_image, 2))
-    cls = rng.integers(0, num_classes, (batch, boxes_per_image, 1))
-    boxes = np.concatenate([xy, np.minimum(xy + wh, size - 1), cls], -1).astype(np.float32)
+    boxes = random_boxes(size, batch, num_classes, seed=seed)
     y_true = preprocess_true_boxes(boxes, (size, size), anchors_for(kind), num_classes)
     return [images, *y_true], np.zeros((batch,), np.float32)
 
@@ -92,32 +102,81 @@ def bench_train_step(kind="tiny", size=416, batch=8, stage=2, xla=True, num_clas
     return out
 
 
-def bench_bottleneck(kind="yolov3", size=416, batch=4, xla=True, num_classes=80,
-                     repeats=3, warmup=1):
-    """Stage 1 per batch: plain (whole network, frozen body) vs bottleneck (output
-    convs on cached features, yolo3/bottleneck.py). Per-epoch speed-up = ratio of
-    the step times, both measured here; also the one-off feature cost per image."""
+def fit_step_timing(model, data, epochs):
+    """Timing of model.fit's steps in the steady state: the time between
+    consecutive batch ends within an epoch (fetching the batch included)."""
+    import statistics
+    import time
+    import keras
+    samples = []
+
+    class StepClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.last = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            if self.last is not None:
+                samples.append(now - self.last)
+            self.last = now
+    model.fit(data, epochs=epochs, verbose=0, callbacks=[StepClock()])
+    return Timing(statistics.median(samples), min(samples), max(samples), len(samples),
+                  samples)
+
+
+def bench_bottleneck(kind="yolov3", size=416, batch=4, xla="auto", num_classes=80,
+                     repeats=3, warmup=1, steps=8):
+    """Stage 1 per batch, plain (the whole network with its frozen body) against
+    bottleneck (yolo3/bottleneck.py: the output convolutions on cached features),
+    each as train.py runs it: model.fit, steady-state steps (bench.fit_step_timing),
+    plain stage 1 on augmented JPEGs from YoloDataset (raccoon when present, else
+    generated), the bottleneck on FeatureBatches of float16 features; XLA as
+    train.py's "auto" picks it for each, or True/False for both.
+
+    speedup_per_epoch: plain epoch step / bottleneck step. speedup_compute: the same
+    with plain stage 1 on one batch already in memory (train_on_batch, no input
+    pipeline), a lower bound. Also the one-off feature cost per image."""
+    import tempfile
+    import numpy as np
+    from bench.bench_data import load_lines
     from yolo3.anchors import anchor_masks
-    from yolo3.bottleneck import feature_model, head_model
+    from yolo3.bottleneck import FeatureBatches, feature_model, head_model
+    from yolo3.dataset import YoloDataset
+    from yolo3.distribute import use_xla
     from yolo3.training import compile_model
+    anchors, mask = anchors_for(kind), anchor_masks(len(anchors_for(kind)))
     model, body = build_model(kind, size, num_classes, 1)
-    compile_model(model, 1e-3, jit_compile=bool(xla))
+    compile_model(model, 1e-3, jit_compile=use_xla(xla))
     x, y = make_batch(kind, size, batch, num_classes)
-    plain = measure(lambda: model.train_on_batch(x, y), repeats=repeats, warmup=warmup)
+    in_memory = measure(lambda: model.train_on_batch(x, y), repeats=repeats, warmup=warmup)
+    count = batch * steps
+    with tempfile.TemporaryDirectory() as folder:
+        lines, source = load_lines(folder, count)
+        images = YoloDataset(lines, batch, (size, size), anchors, num_classes, mask=mask,
+                             augment=True, seed=0)
+        model.fit(images, epochs=warmup, verbose=0)
+        plain = fit_step_timing(model, images, epochs=max(repeats, 2))
     extractor = feature_model(body)
     features = measure(lambda: extractor.predict_on_batch(x[0]), repeats=repeats, warmup=1)
     feats = extractor.predict_on_batch(x[0])
     feats = feats if isinstance(feats, (list, tuple)) else [feats]
-    anchors = anchors_for(kind)
-    head = head_model(body, anchors, num_classes, anchor_masks(len(anchors)))
-    compile_model(head, 1e-3, jit_compile=bool(xla))
-    hx = [*[f.astype("float16").astype("float32") for f in feats], *x[1:]]
-    cached = measure(lambda: head.train_on_batch(hx, y), repeats=max(repeats, 5), warmup=warmup)
-    return {"kind": kind, "size": size, "batch": batch, "xla": bool(xla),
+    # the batch's features repeated to an epoch of `steps` batches
+    arrays = {f"f{i}": np.resize(f.astype(np.float16), (count, *f.shape[1:]))
+              for i, f in enumerate(feats)}
+    arrays["boxes"] = random_boxes(size, count, num_classes)
+    head = head_model(body, anchors, num_classes, mask)
+    compile_model(head, 1e-3, jit_compile=use_xla(xla, head_only=True))
+    cached_batches = FeatureBatches(arrays, batch, (size, size), anchors, num_classes, mask)
+    head.fit(cached_batches, epochs=warmup, verbose=0)                      # compiles
+    cached = fit_step_timing(head, cached_batches, epochs=max(repeats, 2))
+    return {"kind": kind, "size": size, "batch": batch, "images": source,
+            "xla_plain": use_xla(xla), "xla_bottleneck": use_xla(xla, head_only=True),
             "plain_stage1": plain.as_dict(batch, "images_per_s"),
+            "plain_stage1_in_memory": in_memory.as_dict(batch, "images_per_s"),
             "bottleneck_stage1": cached.as_dict(batch, "images_per_s"),
             "feature_extraction": features.as_dict(batch, "images_per_s"),
             "speedup_per_epoch": plain.median / cached.median,
+            "speedup_compute": in_memory.median / cached.median,
             "speedup_first_epoch": plain.median / (cached.median + features.median)}
 
 

@@ -142,3 +142,16 @@ def test_half_precision_outputs_give_the_float32_loss():
     expected = reference_loss(rounded, y_true, YOLO_ANCHORS, 3, YOLO_MASK, 0.5)
     assert float(yolo_loss([*half, *y_true], YOLO_ANCHORS, 3)) == pytest.approx(expected, rel=1e-5)
     assert exact == pytest.approx(expected, rel=1e-2)
+
+
+def test_a_tight_bound_on_the_objects_gives_the_exact_loss():
+    # max_true_boxes = the most objects any image has in a head: every object
+    # slot is still gathered, so the loss is the reference's.
+    outputs, y_true = random_case(YOLO_ANCHORS, YOLO_MASK, 96, 3, seed=3)
+    most = int(max(y[..., 4].reshape(len(y), -1).sum(1).max() for y in y_true))
+    expected = reference_loss(outputs, y_true, YOLO_ANCHORS, 3, YOLO_MASK, 0.5)
+    got = float(yolo_loss([*outputs, *y_true], YOLO_ANCHORS, 3, max_true_boxes=most))
+    assert most >= 2 and got == pytest.approx(expected, rel=1e-5)
+    # one fewer drops an object's terms
+    fewer = float(yolo_loss([*outputs, *y_true], YOLO_ANCHORS, 3, max_true_boxes=most - 1))
+    assert fewer < expected * (1 - 1e-4)

@@ -79,6 +79,8 @@ def test_xla_by_default_only_on_accelerators(two_stage):
     assert parse([]).jit == "auto"
     assert parse(["--jit"]).jit is True and parse(["--no-jit"]).jit is False
     assert use_xla(True) is True and use_xla(False) is False and use_xla("auto") is False
+    # the bottleneck head (small convolutions, the loss's elementwise ops) gains from it
+    assert use_xla("auto", head_only=True) is True and use_xla(False, head_only=True) is False
     with pytest.raises(UserError, match="not allowed with"):
         parse(["--jit", "--no-jit"])
 

@@ -29,18 +29,21 @@ def feature_model(body):
 
 def head_model(body, anchors, num_classes, mask):
     """Model([*features, *y_true], loss) through the body's own output
-    convolutions (the same layer objects, so training updates the body)."""
+    convolutions (the same layer objects, so training updates the body). The
+    features come as the cache's float16; the convolutions cast them (in the
+    graph, far faster than numpy's float16 -> float32)."""
     features, outputs, y_true = [], [], []
     for i, name in enumerate(output_conv_names(body)):
         conv = body.get_layer(name)
-        feature = keras.Input(shape=tuple(conv.input.shape[1:]), name=f"features_{i}")
+        feature = keras.Input(shape=tuple(conv.input.shape[1:]), dtype="float16",
+                              name=f"features_{i}")
         output = conv(feature)
         features.append(feature)
         outputs.append(output)
         y_true.append(keras.Input(shape=(*output.shape[1:3], len(mask[i]),
                                          num_classes + 5), name=f"y_true_{i}"))
     loss = YoloLoss(anchors, num_classes, IGNORE_THRESH[is_tiny(body)], mask,
-                    name="yolo_loss")([*outputs, *y_true])
+                    max_true_boxes=MAX_BOXES, name="yolo_loss")([*outputs, *y_true])
     return keras.Model([*features, *y_true], loss, name="yolo_bottleneck")
 
 
@@ -115,7 +118,7 @@ class FeatureBatches(keras.utils.PyDataset):
         picks = order[(index * self.batch_size + np.arange(self.batch_size)) % n]
         y_true = preprocess_true_boxes(self.boxes[picks], self.input_shape, self.anchors,
                                        self.num_classes, mask=self.mask)
-        features = [f[picks].astype(np.float32) for f in self.features]
+        features = [f[picks] for f in self.features]
         return (*features, *y_true), np.zeros(self.batch_size, np.float32)
 
     def on_epoch_end(self):

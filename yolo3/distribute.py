@@ -67,13 +67,15 @@ def has_accelerator():
     return False
 
 
-def use_xla(jit):
-    """train.py's XLA choice: True/False as given. "auto": XLA on accelerators only
-    on TensorFlow (on a CPU, oneDNN without XLA measured faster); always on JAX,
-    whose steps only run fast compiled."""
+def use_xla(jit, head_only=False):
+    """train.py's XLA choice: True/False as given. "auto": on accelerators and
+    always on JAX, whose steps only run fast compiled; on a TensorFlow CPU only
+    for a head_only model (bottleneck stage 1: small convolutions and the loss's
+    many elementwise ops, which XLA fuses), since for whole networks oneDNN
+    without XLA measured faster."""
     if jit != "auto":
         return bool(jit)
-    return keras.backend.backend() == "jax" or has_accelerator()
+    return head_only or keras.backend.backend() == "jax" or has_accelerator()
 
 
 def check_batch(batch_size, distribution):

@@ -419,20 +419,28 @@ def _sigmoid_cross_entropy(labels, logits):
     return ops.relu(logits) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
 
 
-def _best_true_iou(pred_box, true_box, object_mask, max_true_boxes):
-    """For every predicted box, the best IoU with the true boxes of the same image
-    and head: the original's per-image loop, vectorised with top-k on the mask.
-    pred_box (B, h, w, A, 4), true_box the same, object_mask (B, h, w, A)."""
-    batch = ops.shape(pred_box)[0]
+def _object_slots(object_mask, max_true_boxes):
+    """The anchor slots holding objects, per image: object_mask (B, h, w, A) ->
+    (weights (B, k), index (B, k)) with k = min(max_true_boxes, h*w*A), from
+    top-k on the mask; padding slots (no object) get weight 0."""
     static = object_mask.shape[1:]
     slots = int(np.prod(static)) if None not in static else None
-    flat_mask = ops.reshape(object_mask, (batch, slots if slots else -1))
-    k = min(max_true_boxes, slots) if slots else max_true_boxes
-    present, index = ops.top_k(flat_mask, k)                       # (B, k)
-    flat_true = ops.reshape(true_box, (batch, -1, 4))
-    chosen = ops.take_along_axis(flat_true, ops.expand_dims(index, -1), axis=1)  # (B, k, 4)
-    pred = ops.reshape(pred_box, (batch, -1, 1, 4))                # (B, P, 1, 4)
-    chosen = ops.expand_dims(chosen, 1)                            # (B, 1, k, 4)
+    flat_mask = ops.reshape(object_mask, (ops.shape(object_mask)[0], slots if slots else -1))
+    return ops.top_k(flat_mask, min(max_true_boxes, slots) if slots else max_true_boxes)
+
+
+def _gather_slots(t, index):
+    """t (B, h, w, A, C), index (B, k) -> the indexed slots (B, k, C)."""
+    flat = ops.reshape(t, (ops.shape(t)[0], -1, t.shape[-1]))
+    return ops.take_along_axis(flat, ops.expand_dims(index, -1), axis=1)
+
+
+def _best_true_iou(pred_box, true_boxes, present):
+    """For every predicted box, the best IoU with the true boxes of the same image
+    and head (the original's per-image loop, vectorised): pred_box (B, h, w, A, 4),
+    true_boxes (B, k, 4) with present (B, k) > 0 for real boxes -> (B, h, w, A)."""
+    pred = ops.reshape(pred_box, (ops.shape(pred_box)[0], -1, 1, 4))   # (B, P, 1, 4)
+    chosen = ops.expand_dims(true_boxes, 1)                            # (B, 1, k, 4)
     p_mins, p_maxes = pred[..., :2] - pred[..., 2:] / 2.0, pred[..., :2] + pred[..., 2:] / 2.0
     t_mins, t_maxes = chosen[..., :2] - chosen[..., 2:] / 2.0, chosen[..., :2] + chosen[..., 2:] / 2.0
     inter_wh = ops.maximum(ops.minimum(p_maxes, t_maxes) - ops.maximum(p_mins, t_mins), 0.0)
@@ -441,15 +449,17 @@ def _best_true_iou(pred_box, true_box, object_mask, max_true_boxes):
     iou = inter / ops.maximum(union, 1e-30)
     iou = ops.where(ops.expand_dims(present, 1) > 0, iou, 0.0)     # padding slots: no box
     best = ops.max(iou, axis=-1)                                   # (B, P)
-    return ops.reshape(best, ops.shape(object_mask))
+    return ops.reshape(best, ops.shape(pred_box)[:-1])
 
 
 def yolo_loss(args, anchors, num_classes, ignore_thresh=.5, print_loss=False, mask=None,
               max_true_boxes=100, return_parts=False):
     """YOLOv3 loss: args = [*yolo_outputs, *y_true]. Sum over heads of the xy, wh,
     confidence and class terms, each summed and divided by the batch size.
-    max_true_boxes bounds the true boxes per image and head used for the ignore
-    mask (static shapes); with return_parts also returns the four terms."""
+    max_true_boxes bounds the objects per image and head in y_true (static
+    shapes): the xy, wh and class terms, zero off the objects, are computed on
+    those slots only, and the ignore mask compares every prediction with them.
+    With return_parts also returns the four terms."""
     anchors = np.asarray(anchors, "float32")
     anchor_mask = anchor_masks(len(anchors), mask)
     num_layers = len(anchor_mask)
@@ -460,7 +470,6 @@ def yolo_loss(args, anchors, num_classes, ignore_thresh=.5, print_loss=False, ma
     parts = {"xy": 0.0, "wh": 0.0, "confidence": 0.0, "class": 0.0}
     for head in range(num_layers):
         object_mask = y_true[head][..., 4:5]
-        true_class_probs = y_true[head][..., 5:]
         head_anchors = anchors[anchor_mask[head]]
         grid, raw_pred, pred_xy, pred_wh = yolo_head(
             yolo_outputs[head], head_anchors, num_classes, input_shape, calc_loss=True)
@@ -472,17 +481,25 @@ def yolo_loss(args, anchors, num_classes, ignore_thresh=.5, print_loss=False, ma
         raw_true_wh = ops.where(object_mask > 0, ops.log(ops.maximum(wh_ratio, 1e-9)), 0.0)
         box_loss_scale = 2 - y_true[head][..., 2:3] * y_true[head][..., 3:4]
 
-        best_iou = _best_true_iou(ops.stop_gradient(pred_box), y_true[head][..., 0:4],
-                                  object_mask[..., 0], max_true_boxes)
+        weight, index = _object_slots(object_mask[..., 0], max_true_boxes)
+        best_iou = _best_true_iou(ops.stop_gradient(pred_box),
+                                  _gather_slots(y_true[head][..., 0:4], index), weight)
         ignore_mask = ops.expand_dims(ops.cast(best_iou < ignore_thresh, "float32"), -1)
-
         confidence_bce = _sigmoid_cross_entropy(object_mask, raw_pred[..., 4:5])
+
+        # object slots only: (B, k, C) gathered, each weighted by its object_mask
+        obj = ops.expand_dims(weight, -1)
+        obj_scale = obj * _gather_slots(box_loss_scale, index)
+        obj_pred = _gather_slots(raw_pred, index)
         terms = {
-            "xy": object_mask * box_loss_scale * _sigmoid_cross_entropy(raw_true_xy, raw_pred[..., 0:2]),
-            "wh": object_mask * box_loss_scale * 0.5 * ops.square(raw_true_wh - raw_pred[..., 2:4]),
+            "xy": obj_scale * _sigmoid_cross_entropy(_gather_slots(raw_true_xy, index),
+                                                     obj_pred[..., 0:2]),
+            "wh": obj_scale * 0.5 * ops.square(_gather_slots(raw_true_wh, index)
+                                               - obj_pred[..., 2:4]),
             "confidence": object_mask * confidence_bce
                           + (1 - object_mask) * confidence_bce * ignore_mask,
-            "class": object_mask * _sigmoid_cross_entropy(true_class_probs, raw_pred[..., 5:]),
+            "class": obj * _sigmoid_cross_entropy(_gather_slots(y_true[head][..., 5:], index),
+                                                  obj_pred[..., 5:]),
         }
         for key, value in terms.items():
             parts[key] = parts[key] + ops.sum(value) / batch
@@ -509,10 +526,12 @@ def _print_tensors(label, *tensors):
 @keras.saving.register_keras_serializable(package="yolo3")
 class YoloLoss(layers.Layer):
     """The training model's last layer: [*yolo_outputs, *y_true] -> the YOLO loss,
-    repeated once per image so that Keras's mean over the batch is the loss."""
+    repeated once per image so that Keras's mean over the batch is the loss.
+    max_true_boxes: an upper bound on the objects per image and head in y_true
+    (see yolo_loss); a tighter bound makes the ignore mask cheaper."""
 
     def __init__(self, anchors, num_classes, ignore_thresh=.5, mask=None,
-                 print_loss=False, **kwargs):
+                 print_loss=False, max_true_boxes=100, **kwargs):
         kwargs.pop("dtype", None)
         super().__init__(dtype="float32", **kwargs)
         self.anchors = np.asarray(anchors, "float32")
@@ -520,10 +539,11 @@ class YoloLoss(layers.Layer):
         self.ignore_thresh = float(ignore_thresh)
         self.mask = anchor_masks(len(self.anchors), mask)
         self.print_loss = bool(print_loss)
+        self.max_true_boxes = int(max_true_boxes)
 
     def call(self, inputs):
         loss = yolo_loss(inputs, self.anchors, self.num_classes, self.ignore_thresh,
-                         self.print_loss, self.mask)
+                         self.print_loss, self.mask, self.max_true_boxes)
         return ops.ones((ops.shape(inputs[0])[0],), "float32") * loss
 
     def compute_output_shape(self, input_shape):
@@ -532,7 +552,8 @@ class YoloLoss(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "anchors": self.anchors.tolist(),
                 "num_classes": self.num_classes, "ignore_thresh": self.ignore_thresh,
-                "mask": self.mask, "print_loss": self.print_loss}
+                "mask": self.mask, "print_loss": self.print_loss,
+                "max_true_boxes": self.max_true_boxes}
 
 
 __all__ = [

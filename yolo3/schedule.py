@@ -368,7 +368,8 @@ class Trainer:
             print("Unfreeze all of the layers.")
         batch = _clamp_batch(stage.batch_size, len(self.train_lines), "training")
         check_batch(batch, distribution)
-        if stage.number == 1 and self.bottleneck:
+        head_only = stage.number == 1 and self.bottleneck
+        if head_only:
             from .bottleneck import prepare
             with distribution.scope():
                 model, train, val = prepare(self, batch, first)
@@ -381,7 +382,8 @@ class Trainer:
                 val = self.dataset(self.val_lines, val_batch, cfg.augment_validation,
                                    shuffle=False)
         with distribution.scope():
-            compile_model(model, stage.lr, jit_compile=use_xla(cfg.jit))
+            compile_model(model, stage.lr,
+                          jit_compile=use_xla(cfg.jit, head_only))
             resumed = state is not None and state["stage"] == stage.number
             if resumed and first > stage.first_epoch:
                 if not restore_optimizer(self.state_dir, state, model):
