@@ -13,6 +13,12 @@ class Timing:
     n: int
     samples: list = field(default_factory=list, repr=False)
 
+    @classmethod
+    def of(cls, samples):
+        """The Timing of a non-empty list of seconds."""
+        return cls(statistics.median(samples), min(samples), max(samples), len(samples),
+                   list(samples))
+
     def rate(self, units=1.0):
         """(median, best, worst) of units per second; best comes from the min time."""
         return units / self.median, units / self.min, units / self.max
@@ -45,7 +51,7 @@ def measure(fn, repeats=5, warmup=1, max_seconds=None, clock=time.perf_counter):
         spent += dt
         if max_seconds is not None and spent >= max_seconds:
             break
-    return Timing(statistics.median(samples), min(samples), max(samples), len(samples), samples)
+    return Timing.of(samples)
 
 
 def measure_paired(fn, ref, repeats=5, warmup=1, clock=time.perf_counter):
@@ -68,6 +74,4 @@ def measure_paired(fn, ref, repeats=5, warmup=1, clock=time.perf_counter):
             out.append(clock() - t0)
     ratios = [f / r for f, r in zip(fn_s, ref_s)]
 
-    def timing(s):
-        return Timing(statistics.median(s), min(s), max(s), len(s), s)
-    return timing(fn_s), timing(ref_s), ratios
+    return Timing.of(fn_s), Timing.of(ref_s), ratios

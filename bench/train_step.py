@@ -105,7 +105,6 @@ def bench_train_step(kind="tiny", size=416, batch=8, stage=2, xla=True, num_clas
 def fit_step_timing(model, data, epochs):
     """Timing of model.fit's steps in the steady state: the time between
     consecutive batch ends within an epoch (fetching the batch included)."""
-    import statistics
     import time
     import keras
     samples = []
@@ -120,8 +119,7 @@ def fit_step_timing(model, data, epochs):
                 samples.append(now - self.last)
             self.last = now
     model.fit(data, epochs=epochs, verbose=0, callbacks=[StepClock()])
-    return Timing(statistics.median(samples), min(samples), max(samples), len(samples),
-                  samples)
+    return Timing.of(samples)
 
 
 def bench_bottleneck(kind="yolov3", size=416, batch=4, xla="auto", num_classes=80,
@@ -144,7 +142,8 @@ def bench_bottleneck(kind="yolov3", size=416, batch=4, xla="auto", num_classes=8
     from yolo3.dataset import YoloDataset
     from yolo3.distribute import use_xla
     from yolo3.training import compile_model
-    anchors, mask = anchors_for(kind), anchor_masks(len(anchors_for(kind)))
+    anchors = anchors_for(kind)
+    mask = anchor_masks(len(anchors))
     model, body = build_model(kind, size, num_classes, 1)
     compile_model(model, 1e-3, jit_compile=use_xla(xla))
     x, y = make_batch(kind, size, batch, num_classes)

@@ -528,7 +528,7 @@ class YoloLoss(layers.Layer):
     """The training model's last layer: [*yolo_outputs, *y_true] -> the YOLO loss,
     repeated once per image so that Keras's mean over the batch is the loss.
     max_true_boxes: an upper bound on the objects per image and head in y_true
-    (see yolo_loss); a tighter bound makes the ignore mask cheaper."""
+    (see yolo_loss); a tighter bound makes the loss cheaper."""
 
     def __init__(self, anchors, num_classes, ignore_thresh=.5, mask=None,
                  print_loss=False, max_true_boxes=100, **kwargs):

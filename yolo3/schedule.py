@@ -382,8 +382,7 @@ class Trainer:
                 val = self.dataset(self.val_lines, val_batch, cfg.augment_validation,
                                    shuffle=False)
         with distribution.scope():
-            compile_model(model, stage.lr,
-                          jit_compile=use_xla(cfg.jit, head_only))
+            compile_model(model, stage.lr, jit_compile=use_xla(cfg.jit, head_only))
             resumed = state is not None and state["stage"] == stage.number
             if resumed and first > stage.first_epoch:
                 if not restore_optimizer(self.state_dir, state, model):
