@@ -8,9 +8,9 @@ line format `path x_min,y_min,x_max,y_max,class_id ...` plus a classes file.
 import argparse
 import sys
 
-from yolo3.converters import (COCO_CATEGORY_MODES, convert_coco, convert_voc, convert_yolo,
+from yolo3.label_formats import (COCO_CATEGORY_MODES, convert_coco, convert_voc, convert_yolo,
                               summary, write_annotations)
-from yolo3.data import get_classes
+from yolo3.annotation_file import get_classes
 from yolo3.errors import UserError, run_cli
 
 

@@ -190,7 +190,7 @@ def print_summary(network, weights, model, seconds):
 
 
 def class_count(text):
-    from yolo3.data import get_classes
+    from yolo3.annotation_file import get_classes
     if text.isdigit():
         count = int(text)
     else:

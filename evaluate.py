@@ -9,7 +9,7 @@
 import argparse
 import sys
 
-from yolo3.data import read_annotations
+from yolo3.annotation_file import read_annotations
 from yolo3.errors import UserError, run_cli
 from yolo3.evaluation import evaluate_detector, format_table, plot_pr_curves, write_json
 from yolo import Progress, add_model_arguments, make_detector

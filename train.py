@@ -14,8 +14,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from yolo3.anchors import get_anchors  # noqa: F401  (the original's helpers)
-from yolo3.data import get_classes  # noqa: F401
-from yolo3.dataset import data_generator, data_generator_wrapper  # noqa: F401
+from yolo3.annotation_file import get_classes  # noqa: F401
+from yolo3.batches import data_generator, data_generator_wrapper  # noqa: F401
 from yolo3.errors import UserError, run_cli
 from yolo3.schedule import TrainConfig, describe_outputs, run_training
 from yolo3.training import create_model, create_tiny_model  # noqa: F401

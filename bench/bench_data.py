@@ -24,10 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.original import original_get_random_data, original_hsv  # noqa: E402
 from yolo3.atomic import atomic_open  # noqa: E402
-from yolo3.data import format_line, read_annotations  # noqa: E402
-from yolo3.dataset import YoloDataset  # noqa: E402
+from yolo3.annotation_file import format_line, read_annotations  # noqa: E402
+from yolo3.batches import YoloDataset  # noqa: E402
 from yolo3.errors import UserError, run_cli  # noqa: E402
-from yolo3.utils import distort_hsv, get_random_data  # noqa: E402
+from yolo3.augment import distort_hsv, get_random_data  # noqa: E402
 
 RACCOON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "shared", "data", "raccoon", "train.txt")

@@ -44,7 +44,7 @@ def bench_images(count, folder):
 def make_detector(kind):
     """(YOLO detector at 416, description of its weights)."""
     from yolo3.anchors import get_anchors
-    from yolo3.data import get_classes
+    from yolo3.annotation_file import get_classes
     from yolo3.detector import YOLO
     from yolo3.training import build_body
 

@@ -139,7 +139,7 @@ def bench_bottleneck(kind="yolov3", size=416, batch=4, xla="auto", num_classes=8
     from bench.bench_data import load_lines
     from yolo3.anchors import anchor_masks
     from yolo3.bottleneck import FeatureBatches, feature_model, head_model
-    from yolo3.dataset import YoloDataset
+    from yolo3.batches import YoloDataset
     from yolo3.distribute import use_xla
     from yolo3.training import compile_model
     anchors = anchors_for(kind)

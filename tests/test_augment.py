@@ -6,8 +6,9 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from bench.original import original_get_random_data, original_hsv
-from yolo3.data import AnnotationLine
-from yolo3.utils import compose, distort_hsv, get_random_data, letterbox_image
+from yolo3.annotation_file import AnnotationLine
+from yolo3.augment import distort_hsv, get_random_data
+from yolo3.utils import compose, letterbox_image
 
 GREY = 128 / 255
 

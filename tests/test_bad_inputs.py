@@ -105,7 +105,7 @@ def test_non_numeric_box(capsys, data):
 
 
 def test_float_coordinates_are_accepted():
-    from yolo3.data import parse_line
+    from yolo3.annotation_file import parse_line
     line = parse_line("a b.jpg 10.5,12,40.25,41.75,1")
     assert line.path == "a b.jpg"
     np.testing.assert_array_equal(line.boxes, [[10.5, 12, 40.25, 41.75, 1]])
@@ -146,7 +146,7 @@ def test_all_bad_lines_reported_at_once(capsys, data):
 
 def test_skip_bad_trains_on_the_rest(data):
     """--skip-bad: the bad line is dropped with a warning (checked on the reader)."""
-    from yolo3.data import read_annotations
+    from yolo3.annotation_file import read_annotations
     add_line(data, "missing.png 10,10,40,40,0")
     lines = read_annotations(data / "train.txt", 2, skip_bad=True)
     assert len(lines) == 4
@@ -243,7 +243,7 @@ def test_directory_as_image(capsys, data):
 def test_every_image_mode_is_accepted(tmp_path, mode, fmt, suffix):
     """Read by content, converted to RGB: the line validates and the training
     sample is a (64, 64, 3) image in [0, 1] with its box."""
-    from yolo3.data import read_annotations
+    from yolo3.annotation_file import read_annotations
     from yolo3.utils import get_random_data
     path = save_image(tmp_path / f"image.{suffix}", mode, (80, 60), fmt)
     (tmp_path / "a.txt").write_text(f"{path} 10,10,40,40,0\n")

@@ -4,7 +4,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from yolo3.data import read_annotations
+from yolo3.annotation_file import read_annotations
 from yolo3.demo import CLASSES, DEMO_ANCHORS, make_dataset, run_demo
 
 

@@ -151,7 +151,7 @@ def test_map_callback_logs_val_map50(tmp_path):
 
 
 def test_map_callback_in_fit_reaches_csv_logger(tmp_path):
-    from yolo3.dataset import YoloDataset
+    from yolo3.batches import YoloDataset
     from yolo3.evaluation import MapEvaluation
     from yolo3.training import compile_model, create_tiny_model
     path = tmp_path / "0.png"

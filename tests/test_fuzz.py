@@ -151,7 +151,7 @@ def _check_line(line, num_classes):
 @example(text="a.jpg 0,0,1e39,5,0", num_classes=None)     # float32 overflow -> inf
 @example(text="a b.jpg 1,2,3,4,1e39", num_classes=None)
 def test_annotation_line(text, num_classes):
-    from yolo3.data import parse_line
+    from yolo3.annotation_file import parse_line
     try:
         line = parse_line(text, source="f.txt:7", num_classes=num_classes)
     except UserError as exc:
@@ -165,7 +165,7 @@ def test_annotation_line(text, num_classes):
        bom=st.booleans(), raw=st.one_of(st.none(), st.binary(max_size=60)))
 def test_annotation_file(tmp_path_factory, lines, eol, bom, raw):
     """Any file content: validated lines, or one UserError naming FILE:LINE."""
-    from yolo3.data import read_annotations
+    from yolo3.annotation_file import read_annotations
     data = raw if raw is not None else (
         ("\ufeff" if bom else "") + eol.join(lines)).encode("utf-8", "surrogatepass")
     path = _write(tmp_path_factory.mktemp("ann"), "train.txt", data)
@@ -222,7 +222,7 @@ def _make_image(folder, image_size, mode, fmt, seed):
 @FUZZ
 @given(case=image_cases(), random=st.booleans())
 def test_get_random_data(tmp_path_factory, case, random):
-    from yolo3.data import AnnotationLine
+    from yolo3.annotation_file import AnnotationLine
     from yolo3.utils import get_random_data
     image_size, mode, fmt, boxes, (h, w), max_boxes, seed = case
     path = _make_image(tmp_path_factory.mktemp("img"), image_size, mode, fmt, seed)

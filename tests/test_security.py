@@ -194,8 +194,8 @@ def test_annotation_paths_are_never_written(tmp_path):
     """Reading, validating and augmenting a data set leaves every file as it was
     (the kill/resume test checks the same over whole training runs)."""
     from PIL import Image
-    from yolo3.data import read_annotations
-    from yolo3.dataset import YoloDataset
+    from yolo3.annotation_file import read_annotations
+    from yolo3.batches import YoloDataset
     from yolo3.anchors import get_anchors
     folder = tmp_path / "data"
     folder.mkdir()

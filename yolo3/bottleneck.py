@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import atomic_path
 from .model import YoloLoss, preprocess_true_boxes
 from .training import IGNORE_THRESH, is_tiny, output_conv_names
-from .utils import get_random_data
+from .augment import get_random_data
 
 MAX_BOXES = 20
 

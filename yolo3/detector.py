@@ -15,7 +15,7 @@ import numpy as np
 from PIL import ImageDraw, ImageFont
 
 from .anchors import anchor_masks, get_anchors
-from .data import get_classes
+from .annotation_file import get_classes
 from .errors import UserError
 from .images import open_image
 from .model import decode_batch, non_max_suppression

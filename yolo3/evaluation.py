@@ -293,7 +293,7 @@ def plot_pr_curves(curves, report, path):
 def detect_annotations(detector, lines, progress=None):
     """Run `detector` on the images of annotation lines (AnnotationLine objects or
     strings) -> (ground truth list, detections list, image sizes (w, h))."""
-    from .data import as_annotation_lines
+    from .annotation_file import as_annotation_lines
     from .images import image_size
 
     lines = as_annotation_lines(lines)
@@ -322,7 +322,7 @@ class MapEvaluation(keras.callbacks.Callback):
                  score=0.001, iou=0.45, max_boxes=100, batch_size=8, best_path=None,
                  verbose=1):
         super().__init__()
-        from .data import as_annotation_lines
+        from .annotation_file import as_annotation_lines
 
         if every < 1:
             raise UserError(f"--eval-every must be >= 1 (got {every})")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import read_annotations
+from .annotation_file import read_annotations
 from .errors import UserError
 from .images import image_size
 

@@ -18,8 +18,8 @@ from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint,
                         ResumableEarlyStopping, ResumableReduceLROnPlateau,
                         ResumeState, read_state,
                         restore_optimizer, restore_weights, write_state)
-from .data import get_classes, read_annotations
-from .dataset import YoloDataset
+from .annotation_file import get_classes, read_annotations
+from .batches import YoloDataset
 from .distribute import check_batch, has_accelerator, make_distribution, use_xla
 from .errors import UserError
 from .evaluation import MapEvaluation, evaluate_detector

@@ -3,10 +3,10 @@ original's generators."""
 import keras
 import numpy as np
 
-from .data import as_annotation_lines
+from .annotation_file import as_annotation_lines
 from .errors import UserError
 from .model import preprocess_true_boxes
-from .utils import get_random_data
+from .augment import get_random_data
 
 
 class YoloDataset(keras.utils.PyDataset):

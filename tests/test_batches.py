@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yolo3.data import read_annotations
-from yolo3.dataset import YoloDataset, data_generator, data_generator_wrapper
+from yolo3.annotation_file import read_annotations
+from yolo3.batches import YoloDataset, data_generator, data_generator_wrapper
 from yolo3.errors import UserError
 from yolo3.utils import get_random_data
 

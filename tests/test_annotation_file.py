@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yolo3.data import (AnnotationLine, format_line, get_classes, parse_line,
+from yolo3.annotation_file import (AnnotationLine, format_line, get_classes, parse_line,
                         read_annotations, resolve_image_path)
 from yolo3.errors import UserError
 

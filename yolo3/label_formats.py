@@ -15,7 +15,7 @@ from xml.etree.ElementTree import TreeBuilder
 from xml.parsers import expat
 
 from .atomic import atomic_open
-from .data import get_classes
+from .annotation_file import get_classes
 from .errors import UserError
 from .images import image_size
 

@@ -1,5 +1,5 @@
 """Annotation files: parsing and validation (no Keras import, so the small CLIs
-start fast; the training batches are in yolo3.dataset).
+start fast; the training batches are in yolo3.batches).
 
 Line format: `path x_min,y_min,x_max,y_max,class_id ...` (absolute pixels of the
 stored image; decimals accepted). The path is everything before the first box, so

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import annotations
-from yolo3.converters import (convert_coco, convert_voc, convert_yolo, summary,
+from yolo3.label_formats import (convert_coco, convert_voc, convert_yolo, summary,
                               write_annotations)
 from yolo3.errors import UserError, run_cli
 
@@ -392,7 +392,7 @@ def test_cli_process_exit_status(tmp_path):
 
 
 def test_written_file_reads_back_with_the_trainer_parser(tmp_path):
-    from yolo3.data import read_annotations
+    from yolo3.annotation_file import read_annotations
     image(tmp_path / "data" / "my image.jpg")
     image(tmp_path / "data" / "#1.jpg", (80, 60))
     write(tmp_path / "data" / "#1.txt", "0 0.25 0.25 0.25 0.25\n")  # 10,8,30,22 in 80x60
