@@ -221,7 +221,7 @@ def main(argv=None):
         lost = sum(int(c) for c, h in zip(stats.counts, heads) if h.startswith("none"))
         if lost:
             print(f"note: {lost} boxes ({lost / len(wh):.1%}) have their best anchor in no "
-                  "head of this mask and get no training target (SPEC: tiny mask); "
+                  "head of this mask and get no training target; "
                   "a mask such as 3,4,5/0,1,2 uses every anchor")
     print(f"Accuracy: {stats.mean_iou:.2%} (mean best IoU)")
     print(f"Best possible recall: {stats.bpr_iou:.2%} of boxes with IoU > {BPR_IOU} to "

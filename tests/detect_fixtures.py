@@ -34,7 +34,7 @@ def fixed_body(input_size=64, num_classes=3):
 
 
 def expected_boxes(width, height, input_size=64, anchor=(20, 24)):
-    """By hand (SPEC decoding): each cell centre and the anchor size in input
+    """By hand (the YOLOv3 decoding): each cell centre and the anchor size in input
     pixels, mapped back through the letterbox to image pixels, clipped. The
     letterboxed image is round(size * min(in/w, in/h)) pixels, centred; each axis
     maps back by its own factor size / new_size."""

@@ -17,7 +17,7 @@ from yolo3.schedule import (TrainConfig, Trainer, _weights_choice, plan_stages,
                             split_lines)
 from yolo3.weights import load_weights, read_weights, save_weights
 
-TINY_OUTPUTS = {"conv_015", "conv_022"}   # the output convolutions (SPEC: tiny)
+TINY_OUTPUTS = {"conv_015", "conv_022"}   # tiny-YOLOv3's output convolutions
 
 
 @pytest.fixture(scope="module")

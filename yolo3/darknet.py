@@ -1,7 +1,7 @@
 """darknet files: cfg parser and checker, Keras model from a cfg, .weights reader
 and writer (both directions, every float accounted for).
 
-Layer names follow the project scheme (TEAM.md): `conv_NNN`, `bn_NNN`, `leaky_NNN`,
+Layer names follow the darknet layer index: `conv_NNN`, `bn_NNN`, `leaky_NNN`,
 `pad_NNN`, `add_NNN`, `concat_NNN`, `upsample_NNN`, `maxpool_NNN` where NNN is the
 darknet layer index, so a model built from yolov3.cfg / yolov3-tiny.cfg has the
 layer names of `yolo_body` / `tiny_yolo_body` and converted weights load by name.

@@ -29,7 +29,7 @@ BPR_RATIO = 4.0   # ... or (ultralytics' rule) w and h within 4x of some anchor
 # ---------------------------------------------------------------- box sizes ---
 
 def letterbox_scale(image_wh, input_wh):
-    """Letterbox factor per image: min(W/iw, H/ih) (SPEC: letterbox_image)."""
+    """Letterbox factor per image: min(W/iw, H/ih) (as letterbox_image)."""
     image_wh = np.asarray(image_wh, dtype=np.float64).reshape(-1, 2)
     input_wh = np.asarray(input_wh, dtype=np.float64)
     return np.min(input_wh / image_wh, axis=1)
@@ -274,7 +274,7 @@ def _run(points, weights, start, update, max_iter):
 
 
 def euclidean_kmeans(wh, k=9, restarts=None, max_iter=300, seed=0):
-    """scikit-learn KMeans on (w, h), as the seed document's demo does."""
+    """scikit-learn KMeans on (w, h), the plain Euclidean clustering often used for anchors."""
     from sklearn.cluster import KMeans
     points, weights = _prepare(wh, k)
     restarts = auto_restarts(len(points)) if restarts is None else restarts

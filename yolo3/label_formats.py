@@ -1,5 +1,5 @@
 """Convert Pascal VOC XML, COCO instances JSON and YOLO txt labels to the
-annotation line format `path x_min,y_min,x_max,y_max,class_id ...` (SPEC.md, Data).
+annotation line format `path x_min,y_min,x_max,y_max,class_id ...`.
 
 Every converter returns a `Conversion`; `write_annotations` writes it atomically.
 Boxes become integer pixels (Python round), clipped to the image; a box outside the
