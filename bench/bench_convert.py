@@ -1,7 +1,7 @@
 """Benchmark (not a test): convert.py on a yolov3.cfg-sized weights file
 (62,001,757 random floats, 248 MB): wall time and peak memory.
 
-    python bench/bench_convert.py [--cfg tests/cfg/yolov3.cfg] [--json out.json]
+    python -m bench.bench_convert [--cfg tests/cfg/yolov3.cfg] [--json out.json]
 
 Each measurement runs convert.main in a fresh process (after the imports):
   time:       wall time of convert.main (build the model, read, write the .h5),
@@ -19,19 +19,20 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
+from yolo3 import darknet
+from yolo3.atomic import atomic_open
+from yolo3.errors import run_cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from yolo3.atomic import atomic_open  # noqa: E402
-from yolo3.errors import run_cli  # noqa: E402
-
+# Run with the repository root on the import path (PYTHONPATH).
 CHILD = """
 import json, os, resource, sys, time, tracemalloc
-sys.path.insert(0, {root!r})
 import convert, keras, yolo3.darknet, yolo3.weights
 mode, argv = sys.argv[1], sys.argv[2:]
-result = {{}}
+result = {}
 if mode == "stages":  # the same steps as convert.main, timed one by one
     from yolo3 import darknet
     t0 = time.perf_counter()
@@ -56,9 +57,22 @@ print("RESULT " + json.dumps(result))
 """
 
 
+def random_weights(path, cfg, seed=0):
+    """A darknet .weights file for `cfg`: the version 0.2 header (major, minor,
+    revision as int32, images seen as int64), then as many random float32 values
+    as the cfg's layers hold, all in [0.5, 1.5) so that every rolling variance
+    is valid."""
+    count = darknet.load_cfg(cfg).num_floats
+    floats = np.random.default_rng(seed).uniform(0.5, 1.5, count).astype("<f4")
+    with open(path, "wb") as handle:
+        handle.write(np.array([0, 2, 0], "<i4").tobytes() + np.array([0], "<i8").tobytes())
+        handle.write(floats.tobytes())
+
+
 def child(mode, argv=()):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    run = subprocess.run([sys.executable, "-c", CHILD.format(root=ROOT), mode, *argv],
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path)
+    run = subprocess.run([sys.executable, "-c", CHILD, mode, *argv],
                          capture_output=True, text=True, env=env, check=True)
     line = [l for l in run.stdout.splitlines() if l.startswith("RESULT ")][-1]
     return json.loads(line[7:])
@@ -72,7 +86,6 @@ def main(argv=None):
                              "tests/cfg/yolov3.cfg)")
     parser.add_argument("--json", help="also write the results here (default: none)")
     args = parser.parse_args(argv)
-    from darknet_files import random_weights
     with tempfile.TemporaryDirectory() as folder:
         weights = os.path.join(folder, "random.weights")
         random_weights(weights, args.cfg, seed=0)

@@ -5,7 +5,7 @@ the original (PIL bicubic + matplotlib float64 HSV, numpy global random state), 
 HSV step alone, and YoloDataset batches of 8 from 1 and 2 worker processes. Uses
 ../shared/data/raccoon when present, else generated JPEGs.
 
-    python bench/bench_data.py [--quick] [--images 48] [--json out.json]
+    python -m bench.bench_data [--quick] [--images 48] [--json out.json]
 """
 import argparse
 import json
@@ -20,14 +20,12 @@ import time
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.original import original_get_random_data, original_hsv  # noqa: E402
-from yolo3.atomic import atomic_open  # noqa: E402
-from yolo3.annotation_file import format_line, read_annotations  # noqa: E402
-from yolo3.batches import YoloDataset  # noqa: E402
-from yolo3.errors import UserError, run_cli  # noqa: E402
-from yolo3.augment import distort_hsv, get_random_data  # noqa: E402
+from bench.original import original_get_random_data, original_hsv
+from yolo3.atomic import atomic_open
+from yolo3.annotation_file import format_line, read_annotations
+from yolo3.batches import YoloDataset
+from yolo3.errors import UserError, run_cli
+from yolo3.augment import distort_hsv, get_random_data
 
 RACCOON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "shared", "data", "raccoon", "train.txt")

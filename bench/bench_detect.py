@@ -2,7 +2,7 @@
 box decoding, per-class NMS -> detections. Images/s for tiny-YOLOv3 and YOLOv3 at
 416x416, batch 1 and batch 8.
 
-    python bench/bench_detect.py [--models tiny,full] [--images 8] [--repeats 3]
+    python -m bench.bench_detect [--models tiny,full] [--images 8] [--repeats 3]
         [--json bench/results/detect.json]
 
 Images: ../shared/data/coco128-train when present (real photos), else generated.
@@ -11,17 +11,17 @@ otherwise, and always for YOLOv3, random weights with the score threshold lowere
 to 0.2 so that NMS has boxes to work on.
 """
 import argparse
+import functools
 import json
 import os
 import platform
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+from bench.timing import measure
 
-from bench.timing import measure  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
 def bench_images(count, folder):
@@ -75,7 +75,7 @@ def run(models, count, repeats, batches):
         for kind in models:
             detector, weights = make_detector(kind)
             for batch in batches:
-                t = measure(lambda: detector.detect(paths, batch_size=batch),
+                t = measure(functools.partial(detector.detect, paths, batch_size=batch),
                             repeats=repeats, warmup=1)
                 row = {"model": "tiny-YOLOv3" if kind == "tiny" else "YOLOv3",
                        "weights": weights, "batch": batch,

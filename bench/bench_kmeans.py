@@ -1,7 +1,7 @@
 """Benchmark (not a test): IoU k-means on 1,000,000 boxes, k=9, 10 restarts,
 against a plain transcription of the original keras-yolo3 kmeans.py.
 
-    python bench/bench_kmeans.py [--boxes 1000000] [--restarts 10] [--json out.json]
+    python -m bench.bench_kmeans [--boxes 1000000] [--restarts 10] [--json out.json]
 """
 import argparse
 import json
@@ -11,11 +11,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from yolo3.atomic import atomic_open  # noqa: E402
-from yolo3.errors import run_cli  # noqa: E402
-from yolo3.kmeans import (anchor_stats, iou_kmeans, letterbox_scale,  # noqa: E402
+from yolo3.atomic import atomic_open
+from yolo3.errors import run_cli
+from yolo3.kmeans import (anchor_stats, iou_kmeans, letterbox_scale,
                           refine_integer)
 
 IMAGE_SIZES = np.array([(640, 480), (640, 427), (500, 375), (375, 500), (480, 640),

@@ -8,7 +8,7 @@
 # On the GPU machine (DEST carried into the repository root):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 #       --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-#   KERAS_BACKEND=jax python3 bench/gpu_jax.py --json gpu.json
+#   KERAS_BACKEND=jax python3 -m bench.gpu_jax --json gpu.json
 #
 # Keras needs absl-py, numpy, rich, namex, h5py, optree, ml-dtypes, packaging; that
 # image already has all but namex and optree (see the device README's package list).

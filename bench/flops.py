@@ -1,6 +1,6 @@
 """Model FLOPs counted from the Keras layers, the way darknet counts them.
 
-    python bench/flops.py [--size 416] [--classes 80]
+    python -m bench.flops [--size 416] [--classes 80]
 
 Darknet's "BFLOPs" are 2 x multiply-adds of the convolutions only:
 2 * k_h * k_w * (c_in / groups) * c_out * h_out * w_out per conv layer
@@ -13,10 +13,7 @@ gradient (same again) when any trainable layer lies upstream of it. All trainabl
 about 3x forward; stage 1 (only the output convs trainable): forward + their cost.
 """
 import argparse
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DARKNET_BFLOPS_416 = {"yolov3": 65.86, "tiny": 5.56}  # pjreddie.com/darknet/yolo, 80 classes
 

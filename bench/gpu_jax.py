@@ -1,7 +1,7 @@
 """GPU training-step benchmark under KERAS_BACKEND=jax with bfloat16 mixed precision.
 
-    KERAS_BACKEND=jax python bench/gpu_jax.py --json gpu.json     # on the GPU machine
-    KERAS_BACKEND=jax python bench/gpu_jax.py --smoke             # tiny sizes, any CPU
+    KERAS_BACKEND=jax python -m bench.gpu_jax --json gpu.json     # on the GPU machine
+    KERAS_BACKEND=jax python -m bench.gpu_jax --smoke             # tiny sizes, any CPU
 
 Runs YOLOv3-416 stage 2 at batch 32 and 64, stage 1, and tiny stage 2, as one jitted
 stateless step (forward, yolo_loss + L2, backward, Adam) on data already on the
@@ -19,8 +19,6 @@ import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 PEAK_BF16_TFLOPS = 989.0  # H100 SXM / H200 dense bf16 (NVIDIA data sheet)
 
 # (name, kind, size, batch, stage)

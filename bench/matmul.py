@@ -1,16 +1,13 @@
 """This machine's float32 matrix-multiply rate: the practical limit for conv training.
 
-    python bench/matmul.py [--sizes 1024,2048] [--repeats 5]
+    python -m bench.matmul [--sizes 1024,2048] [--repeats 5]
 
 A product of two n x n matrices costs 2*n^3 floating-point operations.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.timing import measure  # noqa: E402
+from bench.timing import measure
 
 
 def matmul_fn(n=2048, backend="tensorflow", times=1):

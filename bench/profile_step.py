@@ -2,7 +2,7 @@
 summed by category (conv forward / input gradient / filter gradient, BatchNorm,
 LeakyReLU, loss, optimizer, other), with the convs' achieved GFLOP/s.
 
-    python bench/profile_step.py --kind yolov3 --batch 4 --stage 2 --xla off
+    python -m bench.profile_step --kind yolov3 --batch 4 --stage 2 --xla off
 
 XLA off: every TensorFlow op is one event (oneDNN kernels `_MklNative*`).
 XLA on: events are the compiled program's thunks (convolution, fusions).
@@ -17,10 +17,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.flops import count_flops  # noqa: E402
-from bench.train_step import build_model, make_batch  # noqa: E402
+from bench.flops import count_flops
+from bench.train_step import build_model, make_batch
 
 # (category, regex on the op's event name); first match wins
 TF_CATEGORIES = [

@@ -1,7 +1,7 @@
 """All benchmarks in one command: prints a table and writes JSON.
 
-    python bench/run.py --json bench/results/cpu.json          # ~12 minutes, 2 cores
-    python bench/run.py --quick                                # under a minute
+    python -m bench.run --json bench/results/cpu.json          # ~12 minutes, 2 cores
+    python -m bench.run --quick                                # under a minute
 
 Sections (--only to pick): matmul (this machine's float32 matmul rate, the practical
 limit), flops (model FLOPs vs darknet's), train (training-step images/s and GFLOP/s,
@@ -19,8 +19,6 @@ import platform
 import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SECTIONS = ("matmul", "flops", "pipeline", "train", "bottleneck", "detect", "kmeans", "convert")
 

@@ -1,6 +1,6 @@
 """Training-step throughput: forward, loss, backward and Adam on random data.
 
-    python bench/train_step.py --kind tiny --batch 8 --stage 2 --xla on
+    python -m bench.train_step --kind tiny --batch 8 --stage 2 --xla on
 
 Reports images/s and the achieved GFLOP/s (model FLOPs from bench/flops.py:
 forward plus the gradients the stage needs) for one configuration per run.
@@ -11,10 +11,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.flops import count_flops  # noqa: E402
-from bench.timing import Timing, measure, measure_paired  # noqa: E402
+from bench.flops import count_flops
+from bench.timing import Timing, measure, measure_paired
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANCHORS = {"yolov3": "model_data/yolo_anchors.txt", "tiny": "model_data/tiny_yolo_anchors.txt"}

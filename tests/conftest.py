@@ -1,15 +1,11 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.fixtures import SHARED
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darknet_files import SMALL_CFG, SMALL_CFG_FLOATS
+from tests.fixtures.darknet import SMALL_CFG, SMALL_CFG_FLOATS
 from yolo3.errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

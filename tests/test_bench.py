@@ -4,11 +4,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures import ROOT
+from tests.fixtures.darknet import SMALL_CFG, SMALL_CFG_FLOATS
 
 
 # ---- timing -----------------------------------------------------------------------
@@ -190,13 +190,25 @@ def test_run_helper_absent_is_skipped_with_note(monkeypatch):
     assert run.summarise("convert", data, {})[0][1] == "skipped"
 
 
+# ---- convert benchmark's input ----------------------------------------------------
+
+def test_convert_bench_writes_a_weights_file_the_size_of_the_cfg(tmp_path):
+    from bench.bench_convert import random_weights
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(SMALL_CFG)
+    random_weights(tmp_path / "small.weights", str(cfg))
+    # the 20-byte header (3 int32 and an int64), then the cfg's floats
+    assert (tmp_path / "small.weights").stat().st_size == 20 + 4 * SMALL_CFG_FLOATS
+
+
 # ---- the GPU script on this CPU ---------------------------------------------------
 
 def test_gpu_jax_smoke_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=str(ROOT))
     # one config (tiny-64 stage 1, bf16) keeps the JIT compile short; plus the pipeline
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_jax.py"), "--smoke",
+    p = subprocess.run([sys.executable, "-m", "bench.gpu_jax", "--smoke",
                         "--only", "1", "--json", str(out)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]

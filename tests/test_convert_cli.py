@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import convert
-from darknet_files import cfg_text, random_weights
+from tests.fixtures.darknet import cfg_text, random_weights
 from yolo3.errors import run_cli
 
 TINY_LIKE = [  # 2 heads, 1 class, input 32

@@ -4,8 +4,8 @@ exception. Deterministic damage at seeded positions, bounded to a few seconds.""
 import numpy as np
 import pytest
 
-from test_model import build_body
 from yolo3.errors import UserError
+from yolo3.training import build_body
 from yolo3.weights import load_weights, save_weights
 
 VARIANTS = 36      # per format; about 0.05 s each for the tiny-YOLOv3 body

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from darknet_files import cfg_text, random_conv, random_weights, write_weights
+from tests.fixtures.darknet import cfg_text, random_conv, random_weights, write_weights
 from yolo3 import darknet
 from yolo3.errors import UserError
 

@@ -7,7 +7,7 @@ from keras import ops
 from yolo3 import model as yolo_model
 from yolo3.model import (non_max_suppression, yolo_correct_boxes, yolo_eval, yolo_eval_batch,
                          yolo_head)
-from test_targets import YOLO_ANCHORS
+from tests.fixtures import YOLO_ANCHORS
 
 
 def test_yolo_head_by_hand():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detect_fixtures import (ANCHORS, CLASSES, SCORE, expected_boxes, fixed_body,
+from tests.fixtures.detector import (ANCHORS, CLASSES, SCORE, expected_boxes, fixed_body,
                              sorted_boxes, write_model_files)
 from yolo3.detector import YOLO
 from yolo3.errors import UserError

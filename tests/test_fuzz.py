@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from darknet_files import SMALL_CFG, SMALL_CFG_FLOATS
+from tests.fixtures.darknet import SMALL_CFG, SMALL_CFG_FLOATS
 from yolo3.errors import UserError
 
 # FUZZ_EXAMPLES=1000 for a longer local search; CI keeps the default.

@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # KILL=before:PREFIX SIGKILL just before writing a file whose name starts with PREFIX
 KILLER = r'''
 import contextlib, os, signal, sys
-sys.path.insert(0, os.environ["YOLO3_ROOT"])
 kind, _, arg = os.environ.get("KILL", "").partition(":")
 
 def die():
@@ -112,7 +111,7 @@ def train(tmp_path, log_dir, kill="", resume=False, freeze_epochs=FREEZE_EPOCHS,
             "--no-jit"] + (["--resume"] if resume else [])
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
-    env = dict(os.environ, KILL=kill, YOLO3_ROOT=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
+    env = dict(os.environ, KILL=kill, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
                MPLBACKEND="Agg", CUDA_VISIBLE_DEVICES="")
     return subprocess.run([sys.executable, str(killer), *argv], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)

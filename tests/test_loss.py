@@ -7,7 +7,7 @@ from keras import ops
 
 from yolo3.anchors import TINY_MASK, YOLO_MASK
 from yolo3.model import preprocess_true_boxes, yolo_loss
-from test_targets import TINY_ANCHORS, YOLO_ANCHORS
+from tests.fixtures import TINY_ANCHORS, YOLO_ANCHORS
 
 
 def sigmoid(x):

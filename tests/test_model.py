@@ -10,7 +10,7 @@ from yolo3.model import tiny_yolo_body, yolo_body
 from yolo3.training import (build_body, compile_model, create_tiny_model, detection_body,
                             freeze_body_layers)
 from yolo3.weights import load_weights, save_weights
-from test_targets import TINY_ANCHORS
+from tests.fixtures import TINY_ANCHORS
 
 
 def convs(model):

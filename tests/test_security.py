@@ -153,7 +153,7 @@ def test_evil_keras_file_is_refused_by_keras_safe_mode(tmp_path):
     """The attack works only with safe mode off: the test's payload is real."""
     import keras
     path, marker = _evil_keras_file(tmp_path)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="safe_mode=False"):
         keras.saving.load_model(path)
     assert not marker.exists()
     keras.saving.load_model(path, safe_mode=False)

@@ -6,10 +6,7 @@ import pytest
 from yolo3.anchors import TINY_MASK, YOLO_MASK, get_anchors
 from yolo3.model import preprocess_true_boxes
 
-YOLO_ANCHORS = np.array([[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119],
-                         [116, 90], [156, 198], [373, 326]], np.float32)
-TINY_ANCHORS = np.array([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]],
-                        np.float32)
+from tests.fixtures import TINY_ANCHORS, YOLO_ANCHORS
 
 
 def boxes_of(*rows, slots=5):

@@ -9,7 +9,7 @@ from PIL import Image
 
 import evaluate
 import yolo
-from detect_fixtures import SCORE, expected_boxes, write_model_files
+from tests.fixtures.detector import SCORE, expected_boxes, write_model_files
 from yolo3.errors import UserError, run_cli
 
 
