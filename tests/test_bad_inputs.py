@@ -1,5 +1,5 @@
-"""Bad inputs through the real command lines: each row of the README table
-(docs/readme/reliability.md) has a test here. A user mistake gives exit status 2,
+"""Bad inputs through the real command lines: each row of the table in
+docs/reliability.md has a test here. A user mistake gives exit status 2,
 one `error: ...` line naming the file, line and value (an annotation file lists
 all its bad lines under it), no traceback, and no output file left behind.
 The scripts' main(argv) run in-process through run_cli, as `python X.py` does."""
