@@ -1,7 +1,6 @@
 """Training callbacks: periodic best checkpoint, resumable Keras callbacks, the
-epoch log and plot, the NaN guard and the resume state files."""
+epoch log and plot, the NaN guard."""
 import csv
-import json
 import math
 import os
 
@@ -11,8 +10,7 @@ import numpy as np
 import pytest
 
 from yolo3.callbacks import (EpochLog, NaNGuard, PeriodCheckpoint,
-                             ResumableEarlyStopping, ResumableReduceLROnPlateau,
-                             read_state, restore_optimizer, restore_weights, write_state)
+                             ResumableEarlyStopping, ResumableReduceLROnPlateau)
 
 
 def small_model(seed=0):
@@ -115,36 +113,3 @@ def test_nan_guard_stops_and_keeps_last_good_weights(tmp_path, capsys):
         np.testing.assert_array_equal(f["conv_001"]["0"][()], good[0])
     for now, before in zip(model.get_weights(), good):   # the model is put back too
         np.testing.assert_array_equal(now, before)
-
-
-def test_state_round_trip_with_optimizer(tmp_path):
-    model = small_model(1)
-    model.compile(keras.optimizers.Adam(1e-2), "mse")
-    x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
-    model.fit(x, x[:, :1], epochs=2, batch_size=4, verbose=0)
-    write_state(str(tmp_path), model, model.optimizer,
-                {"epoch": 2, "stage": 1, "lr": 1e-2, "callbacks": {}})
-    write_state(str(tmp_path), model, model.optimizer,       # replaces epoch 2's files
-                {"epoch": 3, "stage": 1, "lr": 1e-2, "callbacks": {}})
-    assert sorted(os.listdir(tmp_path)) == [
-        "optimizer-e0003-s1.npz", "state.json", "weights-e0003-s1.weights.h5"]
-    state = read_state(str(tmp_path))
-    assert state["epoch"] == 3
-
-    other = small_model(2)
-    other.compile(keras.optimizers.Adam(1e-2), "mse")
-    restore_weights(str(tmp_path), state, other)
-    assert restore_optimizer(str(tmp_path), state, other)
-    for a, b in zip(other.get_weights(), model.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(other.optimizer.variables, model.optimizer.variables):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert int(np.asarray(other.optimizer.iterations)) == 8      # 2 epochs x 4 steps
-
-
-def test_read_state_missing_or_damaged_is_none(tmp_path):
-    assert read_state(str(tmp_path)) is None
-    (tmp_path / "state.json").write_text("{truncated")
-    assert read_state(str(tmp_path)) is None
-    (tmp_path / "state.json").write_text(json.dumps({"version": 1, "weights": "gone.h5"}))
-    assert read_state(str(tmp_path)) is None

@@ -1,5 +1,7 @@
 """train.py and the two-stage schedule on a generated data set (tiny-YOLOv3, 64 px)."""
 import csv
+import dataclasses
+import json
 import os
 import sys
 
@@ -13,8 +15,7 @@ from yolo3.demo import make_dataset
 from yolo3.distribute import has_accelerator, use_xla
 from yolo3.errors import UserError, run_cli
 from yolo3.model import tiny_yolo_body
-from yolo3.schedule import (TrainConfig, Trainer, _weights_choice, plan_stages,
-                            split_lines)
+from yolo3.trainer import TrainConfig, Trainer, _weights_choice, plan_stages, split_lines
 from yolo3.weights import load_weights, read_weights, save_weights
 
 TINY_OUTPUTS = {"conv_015", "conv_022"}   # tiny-YOLOv3's output convolutions
@@ -34,8 +35,8 @@ def data(tmp_path_factory):
 def config(data, log_dir, **kw):
     base = dict(annotations=data["annotations"], classes=data["classes"],
                 anchors=data["anchors"], weights=data["weights"], log_dir=str(log_dir),
-                input_size=64, batch_size=4, unfreeze_batch_size=4, freeze_epochs=1,
-                epochs=2, val_split=0.25, checkpoint_period=1, jit=False, verbose=0)
+                input_shape=(64, 64), batch_size=4, unfreeze_batch_size=4, freeze_epochs=1,
+                epochs=2, val_split=0.25, checkpoint_period=1, jit=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -43,7 +44,7 @@ def config(data, log_dir, **kw):
 @pytest.fixture(scope="module")
 def two_stage(data, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("run")
-    trainer = Trainer(config(data, log_dir, eval_every=2, jit="auto"))
+    trainer = Trainer(config(data, log_dir, eval_every=2, jit="auto"), verbose=0)
     result = trainer.run()
     return trainer, result, log_dir
 
@@ -123,17 +124,15 @@ class StopAfter(keras.callbacks.Callback):
 
 def test_interrupt_then_resume_gives_the_same_schedule(data, tmp_path, capsys):
     cfg = config(data, tmp_path, weights="none", freeze_epochs=2, epochs=4,
-                 checkpoint_period=2, resume=True, tensorboard=False,
-                 callbacks=[StopAfter(3)])
-    first = Trainer(cfg).run()
+                 checkpoint_period=2, resume=True, tensorboard=False)
+    first = Trainer(cfg, callbacks=[StopAfter(3)], verbose=0).run()
     assert "no saved state" in capsys.readouterr().out
     (tmp_path / "train_state" / ".state.json.tmp-x").write_text("{")   # killed write
     assert first.status == 130 and first.epochs_done == 3   # broke after epoch 3
     assert (tmp_path / "interrupted.weights.h5").exists()
     assert "trained_weights_final.weights.h5" not in os.listdir(tmp_path)
 
-    cfg.callbacks = []
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, verbose=0)
     second = trainer.run()
     assert "continuing after epoch 3 (stage 2" in capsys.readouterr().out
     assert second.status == 0 and second.epochs_done == 4
@@ -149,7 +148,7 @@ def test_interrupt_then_resume_gives_the_same_schedule(data, tmp_path, capsys):
         if name.endswith(".h5"):
             with h5py.File(tmp_path / name) as f:
                 assert len(f.keys())
-    third = Trainer(cfg).run()
+    third = Trainer(cfg, verbose=0).run()
     assert third.status == 0 and "already finished" in capsys.readouterr().out
 
 
@@ -160,7 +159,7 @@ def test_loss_goes_down_on_a_fixed_batch_without_validation(data, tmp_path, caps
     cfg = config(data, tmp_path / "log", annotations=str(annotations), weights="none",
                  val_split=0, augment=False, batch_size=8, freeze_epochs=8, epochs=8,
                  checkpoint_period=4, tensorboard=False)
-    result = Trainer(cfg).run()
+    result = Trainer(cfg, verbose=0).run()
     out = capsys.readouterr().out
     assert "monitor the training loss" in out and "using 4" in out
     assert result.status == 0
@@ -173,31 +172,32 @@ def test_loss_goes_down_on_a_fixed_batch_without_validation(data, tmp_path, caps
                for n in os.listdir(tmp_path / "log"))
 
 
-def test_bottleneck_stage_one_matches_the_full_model_and_reuses_its_cache(
-        data, tmp_path, capsys):
-    from yolo3.bottleneck import feature_model, head_model
-    from yolo3.training import compile_model
-    from yolo3.utils import get_random_data
+def test_bottleneck_stage_one_caches_the_features_and_reuses_them(data, tmp_path, capsys):
     cfg = config(data, tmp_path, bottleneck=True, epochs=1, tensorboard=False)
-    trainer = Trainer(cfg)
-    assert trainer.run().status == 0
+    assert Trainer(cfg, verbose=0).run().status == 0
     assert "computing train features" in capsys.readouterr().out
     assert len(os.listdir(tmp_path / "bottleneck")) == 2      # train and val caches
-    # the loss on cached features is the full model's loss on the same images
-    batch = [get_random_data(l, (64, 64), random=False) for l in trainer.val_lines[:4]]
-    images = np.stack([b[0] for b in batch])
-    from yolo3.model import preprocess_true_boxes
-    y_true = preprocess_true_boxes(np.stack([b[1] for b in batch]), (64, 64),
-                                   trainer.anchors, 3, mask=trainer.mask)
-    compile_model(trainer.model, 1e-3, jit_compile=False)
-    full = trainer.model.evaluate([images, *y_true], np.zeros(4), verbose=0)[0]
-    features = feature_model(trainer.body).predict_on_batch(images)
-    head = head_model(trainer.body, trainer.anchors, 3, trainer.mask)
-    compile_model(head, 1e-3, jit_compile=False)
-    part = head.evaluate([*features, *y_true], np.zeros(4), verbose=0)[0]
-    assert part == pytest.approx(full, rel=1e-4)
-    Trainer(cfg).run()
+    Trainer(cfg, verbose=0).run()
     assert "reusing cached train features" in capsys.readouterr().out
+
+
+def test_non_square_input_through_both_stages(data, tmp_path):
+    """--input-size 96x64: a 64 px high, 96 px wide network; stage 1 on cached
+    features, stage 2 on images, the mAP on the validation images."""
+    args = train.build_parser().parse_args(["--input-size", "96x64"])
+    assert args.input_shape == (64, 96)
+    cfg = config(data, tmp_path, input_shape=args.input_shape, bottleneck=True,
+                 eval_every=1, tensorboard=False)
+    trainer = Trainer(cfg, verbose=0)
+    assert trainer.run().status == 0
+    assert tuple(trainer.body.input_shape[1:3]) == (64, 96)
+    assert [tuple(o.shape[1:3]) for o in trainer.body.outputs] == [(2, 3), (4, 6)]
+    with open(tmp_path / "training_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["stage"] for r in rows] == ["1", "2"]
+    assert np.isfinite(float(rows[1]["val_loss"])) and 0 <= float(rows[1]["val_mAP50"]) <= 1
+    state = json.loads((tmp_path / "train_state" / "state.json").read_text())
+    assert state["fingerprint"]["input_shape"] == [64, 96]
 
 
 def test_split_is_the_originals():
@@ -243,6 +243,15 @@ def test_cli_errors_exit_2_with_one_line(data, tmp_path, capsys, argv, message):
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
 
 
+def test_flags_are_the_config_fields_with_its_defaults():
+    args = vars(train.build_parser().parse_args([]))
+    assert args.pop("demo") is False
+    assert args == dataclasses.asdict(TrainConfig())
+    assert train.config_from_args(train.build_parser().parse_args(
+        ["--no-augment", "--input-size", "320", "--no-tensorboard"])) == TrainConfig(
+        augment=False, input_shape=(320, 320), tensorboard=False)
+
+
 def test_train_py_reexports_the_originals_helpers():
     for name in ("get_classes", "get_anchors", "create_model", "create_tiny_model",
                  "data_generator", "data_generator_wrapper"):
@@ -252,16 +261,16 @@ def test_train_py_reexports_the_originals_helpers():
 
 
 def test_validation_is_not_augmented_unless_asked(data, tmp_path, monkeypatch):
-    import yolo3.schedule as schedule
+    import yolo3.trainer as trainer_module
     made = []
-    original = schedule.YoloDataset
+    original = trainer_module.YoloDataset
 
     def recording(lines, batch, *args, **kwargs):
         made.append((len(lines), kwargs["augment"], kwargs["shuffle"],
                      kwargs["exif_transpose"]))
         return original(lines, batch, *args, **kwargs)
 
-    monkeypatch.setattr(schedule, "YoloDataset", recording)
+    monkeypatch.setattr(trainer_module, "YoloDataset", recording)
     for flags, expected_val in (([], False), (["--augment-validation"], True)):
         made.clear()
         args = train.build_parser().parse_args(
@@ -270,9 +279,7 @@ def test_validation_is_not_augmented_unless_asked(data, tmp_path, monkeypatch):
              "--log-dir", str(tmp_path / str(expected_val)), "--input-size", "64",
              "--batch-size", "4", "--freeze-epochs", "1", "--epochs", "1",
              "--val-split", "0.25", "--no-jit", "--exif-transpose", *flags])
-        cfg = train.config_from_args(args)
-        cfg.verbose = 0
-        Trainer(cfg).run()
+        Trainer(train.config_from_args(args), verbose=0).run()
         train_set, val_set = made[0], made[1]
         assert train_set[0] == 18 and train_set[1:] == (True, True, True)
         assert val_set[0] == 6 and val_set[1:] == (expected_val, False, True)

@@ -1,5 +1,6 @@
 """Write files under a temporary name and rename them into place when complete,
-so that an error or a kill never leaves a truncated output behind."""
+so that an error or a kill never leaves a truncated output behind. (A kill can
+leave a temporary, named `.NAME.tmp-XXXX`; yolo3.resume sweeps them.)"""
 import contextlib
 import os
 import tempfile
@@ -41,15 +42,3 @@ def atomic_open(path, mode="w", **kwargs):
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-
-
-def remove_stale_temporaries(folder):
-    """Delete temporaries left by a killed writer in `folder`; return their names."""
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(folder):
-            if name.startswith(".") and TEMP_MARK in name:
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(folder, name))
-                    removed.append(name)
-    return removed

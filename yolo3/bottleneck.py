@@ -14,9 +14,9 @@ import keras
 import numpy as np
 
 from .atomic import atomic_path
+from .augment import get_random_data
 from .model import YoloLoss, preprocess_true_boxes
 from .training import IGNORE_THRESH, is_tiny, output_conv_names
-from .augment import get_random_data
 
 MAX_BOXES = 20
 
@@ -47,9 +47,18 @@ def head_model(body, anchors, num_classes, mask):
     return keras.Model([*features, *y_true], loss, name="yolo_bottleneck")
 
 
+def data_fingerprint(lines):
+    """A hash of the annotation lines and their image files' sizes and times."""
+    digest = hashlib.sha256()
+    for line in lines:
+        stat = os.stat(line.path)
+        digest.update(f"{line.path}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
+        digest.update(np.ascontiguousarray(line.boxes, np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def cache_key(lines, extractor, input_shape, class_names):
     """sha256 of everything the cached features depend on."""
-    from .schedule import data_fingerprint
     digest = hashlib.sha256()
     digest.update(data_fingerprint(lines).encode())
     digest.update(repr((tuple(input_shape), list(class_names))).encode())
@@ -125,21 +134,22 @@ class FeatureBatches(keras.utils.PyDataset):
         self.epoch += 1
 
 
-def prepare(trainer, batch, first_epoch):
-    """(model, train batches, val batches or None) for a bottleneck stage 1."""
-    extractor = feature_model(trainer.body)
-    folder = os.path.join(trainer.log_dir, "bottleneck")
-    common = (trainer.input_shape, trainer.anchors, len(trainer.class_names), trainer.mask)
-    train_arrays = cached_features(extractor, trainer.train_lines, trainer.input_shape,
-                                   trainer.class_names, folder, "train")
-    train = FeatureBatches(train_arrays, batch, *common, shuffle=True,
-                           seed=trainer.cfg.seed, initial_epoch=first_epoch)
+def prepare(body, train_lines, val_lines, *, input_shape, anchors, class_names, mask,
+            folder, seed, batch_size, first_epoch):
+    """(model, train batches, val batches or None) for stage 1 on cached features:
+    the features of `train_lines` and `val_lines` (cached in `folder`) through
+    the body's own output convolutions; the training batches reshuffled each
+    epoch from (seed, epoch), counting from `first_epoch`."""
+    extractor = feature_model(body)
+    common = (input_shape, anchors, len(class_names), mask)
+    train_arrays = cached_features(extractor, train_lines, input_shape, class_names,
+                                   folder, "train")
+    train = FeatureBatches(train_arrays, batch_size, *common, shuffle=True, seed=seed,
+                           initial_epoch=first_epoch)
     val = None
-    if trainer.val_lines:
-        val_arrays = cached_features(extractor, trainer.val_lines, trainer.input_shape,
-                                     trainer.class_names, folder, "val")
-        val = FeatureBatches(val_arrays, min(batch, len(trainer.val_lines)), *common,
+    if val_lines:
+        val_arrays = cached_features(extractor, val_lines, input_shape, class_names,
+                                     folder, "val")
+        val = FeatureBatches(val_arrays, min(batch_size, len(val_lines)), *common,
                              shuffle=False)
-    model = head_model(trainer.body, trainer.anchors, len(trainer.class_names),
-                       trainer.mask)
-    return model, train, val
+    return head_model(body, anchors, len(class_names), mask), train, val

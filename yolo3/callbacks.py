@@ -1,10 +1,10 @@
-"""Training callbacks: the original's periodic best-only checkpoint, an epoch CSV log
-and loss plot, a NaN guard, and the resume state written after every epoch.
+"""Training callbacks: the original's periodic best-only checkpoint, ReduceLROnPlateau
+and EarlyStopping whose state survives a resume, an epoch CSV log and loss plot, and
+a NaN guard. (The resume state itself: yolo3.resume.)
 
 Every file is written atomically (temporary name, then rename), so a killed run
 never leaves a truncated checkpoint behind."""
 import csv
-import json
 import math
 import os
 
@@ -12,14 +12,13 @@ import keras
 import numpy as np
 
 from .atomic import atomic_open, atomic_path
-from .weights import load_weights, save_weights
+from .weights import save_weights
 
 CHECKPOINT_PATTERN = "ep{epoch:03d}-loss{loss:.3f}-val_loss{val_loss:.3f}.weights.h5"
 CHECKPOINT_PATTERN_NO_VAL = "ep{epoch:03d}-loss{loss:.3f}.weights.h5"
-STATE_FILE = "state.json"
 
 
-def _finite(logs, key="loss"):
+def finite(logs, key="loss"):
     value = (logs or {}).get(key)
     return value is not None and math.isfinite(float(value))
 
@@ -45,7 +44,7 @@ class PeriodCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if not _finite(logs):
+        if not finite(logs):
             return
         self.epochs_since_last_save += 1
         if self.epochs_since_last_save < self.period:
@@ -123,7 +122,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._good = self.body.get_weights()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.tripped is None and not _finite(logs):
+        if self.tripped is None and not finite(logs):
             self.model.stop_training = True
             self.body.set_weights(self._good)
             path = os.path.join(self.folder, "last_good.weights.h5")
@@ -207,85 +206,3 @@ def plot_losses(rows, stage_boundary, path):
     figure.tight_layout()
     with atomic_path(path) as temp:
         figure.savefig(temp, format="png", dpi=90)
-
-
-class ResumeState(keras.callbacks.Callback):
-    """After every completed epoch: the body's weights, the optimizer's variables
-    and a small JSON (epoch, stage, lr, the carried callback states) in `folder`.
-    The weights and optimizer files are written first under epoch-numbered names,
-    then the JSON naming them, so a kill at any moment leaves a consistent state."""
-
-    def __init__(self, body, folder, stage, carried, fingerprint):
-        super().__init__()
-        self.body, self.folder, self.stage = body, folder, stage
-        self.carried = carried          # name -> callback with get_state/set_state
-        self.fingerprint = fingerprint
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not _finite(logs):
-            return
-        write_state(self.folder, self.body, self.model.optimizer, {
-            "epoch": epoch + 1, "stage": self.stage, "lr": current_lr(self.model),
-            "callbacks": {k: cb.get_state() for k, cb in self.carried.items()},
-            "fingerprint": self.fingerprint, "finished": False})
-
-
-def write_state(folder, body, optimizer, state):
-    os.makedirs(folder, exist_ok=True)
-    tag = f"e{state['epoch']:04d}-s{state['stage']}"
-    state = dict(state, version=1, weights=f"weights-{tag}.weights.h5")
-    save_weights(body, os.path.join(folder, state["weights"]))
-    if optimizer is not None and optimizer.variables:
-        state["optimizer"] = f"optimizer-{tag}.npz"
-        arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v)
-                  for i, v in enumerate(optimizer.variables)}
-        arrays["paths"] = np.array([v.path for v in optimizer.variables])
-        with atomic_path(os.path.join(folder, state["optimizer"])) as temp:
-            with open(temp, "wb") as handle:
-                np.savez(handle, **arrays)
-    with atomic_open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as handle:
-        json.dump(state, handle, indent=1)
-    keep = {state["weights"], state.get("optimizer"), STATE_FILE}
-    for name in os.listdir(folder):
-        if name not in keep and (name.startswith("weights-") or
-                                 name.startswith("optimizer-")):
-            os.remove(os.path.join(folder, name))
-
-
-def read_state(folder):
-    """The saved state dict, or None when there is none (or it is unreadable)."""
-    path = os.path.join(folder, STATE_FILE)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            state = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(state, dict) or state.get("version") != 1:
-        return None
-    if not os.path.exists(os.path.join(folder, state.get("weights", ""))):
-        return None
-    return state
-
-
-def restore_weights(folder, state, body):
-    load_weights(body, os.path.join(folder, state["weights"]), skip_mismatch=False)
-
-
-def restore_optimizer(folder, state, model):
-    """Put the saved optimizer variables back; False when they do not fit."""
-    name = state.get("optimizer")
-    if not name:
-        return False
-    with np.load(os.path.join(folder, name), allow_pickle=False) as data:
-        optimizer = model.optimizer
-        optimizer.build(model.trainable_variables)
-        variables = optimizer.variables
-        if len(data.files) - 1 != len(variables):
-            return False
-        arrays = [data[f"v{i:05d}"] for i in range(len(variables))]
-        if any(tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)):
-            return False
-        for array, variable in zip(arrays, variables):
-            variable.assign(array)
-    return True
-

@@ -117,7 +117,8 @@ def run_demo(log_dir="logs/demo/", resume=False, jit="auto", num_images=300,
     from scratch through both stages, print the validation mAP@0.5 and the files."""
     import time
 
-    from .schedule import Trainer, TrainConfig, describe_outputs, validation_map50
+    from .evaluation import evaluate_detector, validation_detector
+    from .trainer import Trainer, TrainConfig, describe_outputs
 
     started = time.time()
     paths = make_dataset(os.path.join(log_dir, "data"), num_images, size=input_size)
@@ -125,16 +126,17 @@ def run_demo(log_dir="logs/demo/", resume=False, jit="auto", num_images=300,
           f"{os.path.dirname(paths['annotations'])}")
     cfg = TrainConfig(annotations=paths["annotations"], classes=paths["classes"],
                       anchors=paths["anchors"], weights="none", log_dir=log_dir,
-                      input_size=input_size, batch_size=batch_size,
+                      input_shape=(input_size, input_size), batch_size=batch_size,
                       unfreeze_batch_size=batch_size, freeze_epochs=freeze_epochs,
-                      epochs=epochs, freeze_body=0, resume=resume, jit=jit,
-                      verbose=2)
-    trainer = Trainer(cfg)
+                      epochs=epochs, freeze_body=0, resume=resume, jit=jit)
+    trainer = Trainer(cfg, verbose=2)
     result = trainer.run()
     if result.status:
         print(f"error: {result.message}")
         return result.status
-    map50 = validation_map50(trainer)
+    detector = validation_detector(trainer.body, trainer.class_names, trainer.anchors,
+                                   trainer.input_shape, trainer.mask)
+    map50 = evaluate_detector(detector, trainer.val_lines, coco=False)[0]["mAP50"]
     minutes = (time.time() - started) / 60
     print(f"\nDemo done in {minutes:.1f} min: validation mAP@0.5 = {map50:.3f} on "
           f"{len(trainer.val_lines)} images ({result.epochs_done} epochs). Written:")

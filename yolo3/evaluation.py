@@ -309,6 +309,18 @@ def evaluate_detector(detector, lines, progress=None, coco=True):
     return evaluate(ground_truth, detections, detector.class_names, sizes, coco=coco)
 
 
+def validation_detector(body, class_names, anchors, input_shape, mask=None, score=0.001,
+                        iou=0.45, max_boxes=100, batch_size=8):
+    """The detector that scores a model in training: `body` itself (its weights
+    shared, not copied) at input_shape (h, w), keeping every box above a low
+    score, up to 100 per image, as a mAP needs."""
+    from .detector import YOLO
+
+    return YOLO(body=body, class_names=class_names, anchors=anchors,
+                model_image_size=tuple(input_shape), mask=mask, score=score, iou=iou,
+                max_boxes=max_boxes, batch_size=batch_size)
+
+
 class MapEvaluation(keras.callbacks.Callback):
     """Every `every` epochs, the VOC mAP50 of the model being trained on the
     validation lines, put into logs['val_mAP50'] (NaN on the other epochs, so
@@ -328,7 +340,7 @@ class MapEvaluation(keras.callbacks.Callback):
             raise UserError(f"--eval-every must be >= 1 (got {every})")
         self.lines = as_annotation_lines(val_lines)
         self.anchors, self.class_names = np.asarray(anchors, np.float32), list(class_names)
-        self.options = {"model_image_size": tuple(input_shape), "mask": mask, "score": score,
+        self.options = {"input_shape": tuple(input_shape), "mask": mask, "score": score,
                         "iou": iou, "max_boxes": max_boxes, "batch_size": batch_size}
         self.every, self.best_path, self.verbose = every, best_path, verbose
         self.best = -math.inf
@@ -337,12 +349,11 @@ class MapEvaluation(keras.callbacks.Callback):
 
     def _get_detector(self):
         if self._detector is None:
-            from .detector import YOLO
             from .training import detection_body
 
             body = self.model if len(self.model.inputs) == 1 else detection_body(self.model)
-            self._detector = YOLO(body=body, class_names=self.class_names,
-                                  anchors=self.anchors, **self.options)
+            self._detector = validation_detector(body, self.class_names, self.anchors,
+                                                 **self.options)
         return self._detector
 
     def on_train_begin(self, logs=None):
