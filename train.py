@@ -13,13 +13,13 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from yolo3.anchors import get_anchors  # noqa: F401  (the original's helpers)
-from yolo3.annotation_file import get_classes  # noqa: F401
-from yolo3.batches import data_generator, data_generator_wrapper  # noqa: F401
+from yolo3.anchors import get_anchors
+from yolo3.annotation_file import get_classes
+from yolo3.batches import data_generator, data_generator_wrapper
 from yolo3.cli import SIZE_HELP, Parser, input_size, non_negative_int
 from yolo3.errors import run_cli
 from yolo3.trainer import TrainConfig, describe_outputs, run_training
-from yolo3.training import create_model, create_tiny_model  # noqa: F401
+from yolo3.training import create_model, create_tiny_model
 
 __all__ = ["get_classes", "get_anchors", "create_model", "create_tiny_model",
            "data_generator", "data_generator_wrapper", "main"]

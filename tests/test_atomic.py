@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from yolo3.atomic import TEMP_MARK, atomic_open, atomic_path, remove_stale_temporaries
+from yolo3.atomic import TEMP_MARK, atomic_open, atomic_path
 
 
 def names(folder):
@@ -76,12 +76,3 @@ def test_the_file_gets_the_usual_permissions_not_the_temporary_files(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o640
-
-
-def test_remove_stale_temporaries_removes_only_temporaries(tmp_path):
-    for name in (".model.h5.tmp-ab12", ".log.csv.tmp-x", "model.h5", ".hidden", "a.tmp-1"):
-        (tmp_path / name).write_text("")
-    removed = remove_stale_temporaries(tmp_path)
-    assert sorted(removed) == [".log.csv.tmp-x", ".model.h5.tmp-ab12"]
-    assert names(tmp_path) == [".hidden", "a.tmp-1", "model.h5"]
-    assert remove_stale_temporaries(tmp_path / "missing") == []
