@@ -18,7 +18,7 @@ from yolo3.errors import UserError, run_cli
 DEFAULT_OUTPUTS = {3: "model_data/yolo_weights.h5", 2: "model_data/tiny_yolo_weights.h5"}
 
 
-def parse_args(argv):
+def build_parser():
     parser = Parser(description=__doc__)
     parser.add_argument("config_path", nargs="?", help="darknet cfg file")
     parser.add_argument("weights_path", nargs="?", help="darknet .weights file")
@@ -55,7 +55,7 @@ def parse_args(argv):
                         help="with --to-darknet: anchors file (9 = YOLOv3, 6 = tiny)")
     parser.add_argument("--mask", help="with --to-darknet: anchor mask per head, e.g. "
                                        "3,4,5/1,2,3 (default: the model kind's default)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def output_kind(path, weights_only):
@@ -71,10 +71,13 @@ def output_kind(path, weights_only):
 
 def plot(model, path):
     import keras
+    reason = ""
     try:
         keras.utils.plot_model(model, to_file=path, show_shapes=True)
     except ImportError as exc:
-        print(f"-p: cannot draw the model graph ({exc}); install pydot and graphviz",
+        reason = f" ({exc})"
+    if not os.path.isfile(path):  # under IPython, Keras prints its reason instead
+        print(f"-p: cannot draw the model graph{reason}; install pydot and graphviz",
               file=sys.stderr)
         return
     print(f"wrote {path}")
@@ -181,7 +184,7 @@ def to_darknet(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     quiet_tensorflow()
     if args.to_darknet:
         return to_darknet(args)
