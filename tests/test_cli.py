@@ -86,8 +86,12 @@ def test_help_shows_each_default_once():
 
 def test_bad_flags_are_one_line_errors_with_exit_status_2(capsys):
     parser = demo_parser()
-    with pytest.raises(UserError, match="argument --count: must be at least 1"):
+    with pytest.raises(UserError, match="^--count 0: must be at least 1$"):
         parser.parse_args(["--must", "x", "--count", "0"])
+    with pytest.raises(UserError) as info:
+        parser.parse_args(["--must", "x", "--input-size", "100"])
+    assert str(info.value) == ("--input-size 100: must be a positive multiple of 32 (the "
+                               "network downsamples 5 times by 2)")
 
     def main(argv):
         parser.parse_args(argv)
@@ -122,7 +126,7 @@ def test_every_input_size_reads_width_x_height(name, tmp_path):
     argv = {"evaluate": ["--annotations", "a.txt"], "kmeans": ["a.txt"]}.get(name, [])
     args = CLIS[name].build_parser().parse_args(argv + ["--input-size", "608x416"])
     assert args.input_size == (416, 608)
-    with pytest.raises(UserError, match="expected N"):
+    with pytest.raises(UserError, match="^--input-size 416,608: expected N"):
         CLIS[name].build_parser().parse_args(argv + ["--input-size", "416,608"])
 
 

@@ -33,7 +33,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     """argparse.ArgumentParser with the tools' conventions; sub-parsers share them
-    (add_subparsers makes parsers of this class)."""
+    (add_subparsers makes parsers of this class). The argparse types here raise
+    their reason only; the parser names the flag and the value."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -42,6 +43,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         """A bad flag: one line `error: ...` and exit status 2 (via run_cli)."""
         raise UserError(message)
+
+    def _get_value(self, action, arg_string):
+        """A value its type rejects reads `FLAG VALUE: reason`."""
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as exc:
+            flag = action.option_strings[-1] if action.option_strings else action.dest
+            raise UserError(f"{flag} {arg_string}: {exc.message}") from None
 
 
 def input_size(text):
@@ -54,11 +63,10 @@ def input_size(text):
     except ValueError:
         values = []
     if len(values) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected {SIZE_HELP}")
+        raise argparse.ArgumentTypeError(f"expected {SIZE_HELP}")
     if any(v <= 0 or v % 32 for v in values):
         raise argparse.ArgumentTypeError(
-            f"{text}: must be a positive multiple of 32 (the network downsamples 5 "
-            "times by 2)")
+            "must be a positive multiple of 32 (the network downsamples 5 times by 2)")
     width, height = values * 2 if len(values) == 1 else values
     return height, width
 
@@ -80,9 +88,9 @@ def non_negative_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer ({text!r})") from None
+        raise argparse.ArgumentTypeError("not an integer") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative ({value})")
+        raise argparse.ArgumentTypeError("must not be negative")
     return value
 
 
@@ -90,7 +98,7 @@ def positive_int(text):
     """argparse type: an integer >= 1."""
     value = non_negative_int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 ({value})")
+        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
