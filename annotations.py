@@ -5,37 +5,30 @@ line format `path x_min,y_min,x_max,y_max,class_id ...` plus a classes file.
     python annotations.py coco annotations/instances_val2017.json --images val2017 -o coco_val.txt
     python annotations.py yolo dataset -o train.txt            # dataset/images, dataset/labels
 """
-import argparse
 import sys
 
-from yolo3.label_formats import (COCO_CATEGORY_MODES, convert_coco, convert_voc, convert_yolo,
-                              summary, write_annotations)
 from yolo3.annotation_file import get_classes
-from yolo3.errors import UserError, run_cli
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad flags become a one-line `error: ...` with exit status 2 (run_cli)."""
-
-    def error(self, message):
-        raise UserError(f"{self.prog}: {message} (see --help)")
+from yolo3.cli import Parser
+from yolo3.errors import run_cli
+from yolo3.label_formats import (COCO_CATEGORY_MODES, convert_coco, convert_voc, convert_yolo,
+                                 summary, write_annotations)
 
 
 def build_parser():
-    parser = _Parser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__)
     formats = parser.add_subparsers(dest="format", required=True, metavar="{voc,coco,yolo}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-o", "--output", required=True,
-                        help="annotation file to write (required)")
+                        help="annotation file to write")
     common.add_argument("--classes-out", default=None,
                         help="classes file to write (default: OUTPUT with _classes.txt, "
                              "e.g. train.txt -> train_classes.txt)")
     common.add_argument("--negatives", action="store_true",
                         help="keep images without any object as lines with only a path "
-                             "(images whose objects were all skipped are still left out; default: left out)")
+                             "(images whose objects were all skipped are still left out)")
     common.add_argument("--absolute", action="store_true",
                         help="write absolute image paths instead of paths relative to "
-                             "the output file's folder (default: relative)")
+                             "the output file's folder")
     kw = dict(parents=[common])
 
     voc = formats.add_parser("voc", help="Pascal VOC XML files", **kw,
@@ -52,19 +45,19 @@ def build_parser():
                      help="class names in id order, one per line (default: every "
                           "object name found, sorted)")
     voc.add_argument("--include-difficult", action="store_true",
-                     help="keep objects marked <difficult>1</difficult> (default: skip)")
+                     help="keep objects marked <difficult>1</difficult>")
     voc.add_argument("--skip-unknown", action="store_true",
-                     help="skip objects whose name is not in --classes (default: error)")
+                     help="skip objects whose name is not in --classes (otherwise an error)")
 
     coco = formats.add_parser("coco", help="COCO instances JSON", **kw,
                               description="COCO instances JSON (crowd boxes are skipped).")
     coco.add_argument("json", help="instances file, e.g. instances_train2017.json")
     coco.add_argument("--images", required=True,
-                      help="folder holding the images' file_name (required)")
+                      help="folder holding the images' file_name")
     coco.add_argument("--categories", choices=COCO_CATEGORY_MODES, default="coco",
                       help="class ids: coco = the 80 COCO categories as 0..79 in COCO "
                            "order; listed = the file's categories by id; present = "
-                           "only categories with boxes, by id (default: coco)")
+                           "only categories with boxes, by id")
 
     yolo = formats.add_parser("yolo", help="YOLO normalised txt labels", **kw,
                               description="YOLO labels: `class cx cy w h` (0..1) per "

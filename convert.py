@@ -7,23 +7,19 @@ model), or a Keras YOLOv3 / tiny model back to darknet (.cfg + .weights).
     python convert.py --to-darknet trained.weights.h5 --classes voc.txt \\
         --anchors model_data/yolo_anchors.txt out/yolov3-voc
 """
-import argparse
-import contextlib
 import os
 import sys
 import time
-import types
 import warnings
 
+from yolo3.cli import Parser, quiet_tensorflow
 from yolo3.errors import UserError, run_cli
 
 DEFAULT_OUTPUTS = {3: "model_data/yolo_weights.h5", 2: "model_data/tiny_yolo_weights.h5"}
-PROGRESS_FLOATS = 10_000_000  # show a progress bar for files larger than this
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = Parser(description=__doc__)
     parser.add_argument("config_path", nargs="?", help="darknet cfg file")
     parser.add_argument("weights_path", nargs="?", help="darknet .weights file")
     parser.add_argument("output_path", nargs="?", help=(
@@ -32,34 +28,34 @@ def parse_args(argv):
         "model_data/tiny_yolo_weights.h5 for a 2-head cfg); with --to-darknet the "
         "output prefix (writes PREFIX.cfg and PREFIX.weights)"))
     parser.add_argument("-w", "--weights-only", action="store_true",
-                        help="write weights only, even for a .keras name (default: off)")
+                        help="write weights only, even for a .keras name")
     parser.add_argument("-p", "--plot-model", action="store_true",
                         help="also draw the model graph to OUTPUT.png (needs pydot and "
-                             "graphviz; default: off)")
+                             "graphviz)")
     parser.add_argument("--anchors-out", metavar="FILE",
-                        help="also write the cfg's [yolo] anchors to FILE (default: none)")
+                        help="also write the cfg's [yolo] anchors to FILE")
     parser.add_argument("--strict", action="store_true",
                         help="leftover floats in the weights file are an error, not a "
-                             "warning (default: off)")
+                             "warning")
     parser.add_argument("--partial", action="store_true",
                         help="accept a weights file that covers only the first layers "
                              "(e.g. darknet53.conv.74); the rest keep their initial "
-                             "values and are left out of a .h5 output (default: off)")
+                             "values and are left out of a .h5 output")
     parser.add_argument("--bn-epsilon", type=float, default=1e-3,
                         help="BatchNormalization epsilon of the Keras model; gamma is "
-                             "adjusted so the outputs match darknet (default: 1e-3, as "
-                             "yolo_body)")
+                             "adjusted so the outputs match darknet (1e-3: "
+                             "yolo_body's)")
     parser.add_argument("--to-darknet", metavar="MODEL",
                         help="convert the other way: a Keras model (.keras) or weights "
                              "file (.h5, .weights.h5) of a YOLOv3 / tiny model to "
-                             "darknet; needs --classes and --anchors (default: off)")
+                             "darknet; needs --classes and --anchors")
     parser.add_argument("--classes", metavar="C",
                         help="with --to-darknet: classes file or class count")
     parser.add_argument("--anchors", metavar="A",
                         help="with --to-darknet: anchors file (9 = YOLOv3, 6 = tiny)")
     parser.add_argument("--mask", help="with --to-darknet: anchor mask per head, e.g. "
                                        "3,4,5/1,2,3 (default: the model kind's default)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def output_kind(path, weights_only):
@@ -73,42 +69,15 @@ def output_kind(path, weights_only):
     raise UserError(f"{path}: output must end in .h5, .weights.h5 or .keras")
 
 
-def progress_bar(network):
-    from yolo3.darknet import ProgressBar
-    if network.num_floats >= PROGRESS_FLOATS:
-        return ProgressBar("reading weights")
-    return None
-
-
-def save_model(model, path, kind, missing=()):
-    """Write `model` atomically as weights by layer name or as a .keras file. A
-    weights file leaves out the convolutions (and their BN) at indexes `missing`
-    (no darknet weights with --partial), so loading it never passes Keras'
-    initial values off as pretrained ones."""
-    from yolo3.atomic import atomic_path
-    from yolo3.weights import save_weights
-    if kind == "weights":
-        dropped = {f"{prefix}_{i:03d}" for i in missing for prefix in ("conv", "bn")}
-        # save_weights reads only .layers: hand it the layers that got weights
-        save_weights(types.SimpleNamespace(
-            layers=[layer for layer in model.layers if layer.name not in dropped]), path)
-        return
-    with atomic_path(path) as temp:
-        keras_temp = temp + ".keras"  # Keras wants the suffix
-        try:
-            model.save(keras_temp)
-            os.replace(keras_temp, temp)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(keras_temp)
-
-
 def plot(model, path):
     import keras
+    reason = ""
     try:
         keras.utils.plot_model(model, to_file=path, show_shapes=True)
     except ImportError as exc:
-        print(f"-p: cannot draw the model graph ({exc}); install pydot and graphviz",
+        reason = f" ({exc})"
+    if not os.path.isfile(path):  # under IPython, Keras prints its reason instead
+        print(f"-p: cannot draw the model graph{reason}; install pydot and graphviz",
               file=sys.stderr)
         return
     print(f"wrote {path}")
@@ -141,23 +110,14 @@ def to_keras(args):
             raise UserError("--anchors-out must differ from the output file")
 
     start = time.perf_counter()
-    if darknet.count_floats(args.weights_path) < network.num_floats and not args.partial:
-        # fails fast, naming the layer, before the (slow) model build
-        darknet.read_weights(args.weights_path, network, args.bn_epsilon)
-    model = darknet.build_model(network, bn_epsilon=args.bn_epsilon)
-    progress = progress_bar(network)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            weights = darknet.read_weights(args.weights_path, network, args.bn_epsilon,
-                                           partial=args.partial, strict=args.strict,
-                                           progress=progress, model=model)
-        finally:
-            if progress:
-                progress.close()
+        model, weights = darknet.darknet_to_keras(
+            network, args.weights_path, args.bn_epsilon, partial=args.partial,
+            strict=args.strict)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    save_model(model, output, kind, weights.missing)
+    darknet.save_converted(model, output, kind == "weights", weights.missing)
     if anchors is not None:
         write_anchors(args.anchors_out, anchors)
     print_summary(network, weights, model, time.perf_counter() - start)
@@ -203,12 +163,9 @@ def class_count(text):
 
 
 def to_darknet(args):
-    import keras
     import numpy as np
     from yolo3 import darknet
     from yolo3.anchors import anchor_masks, get_anchors, parse_mask
-    from yolo3.model import tiny_yolo_body, yolo_body
-    from yolo3.weights import load_weights
     if args.config_path and args.weights_path or not args.config_path or args.output_path:
         raise UserError("--to-darknet MODEL takes one argument: the output prefix")
     if not args.classes or not args.anchors:
@@ -218,19 +175,7 @@ def to_darknet(args):
     num_classes = class_count(args.classes)
     anchors = get_anchors(args.anchors)
     mask = anchor_masks(len(anchors), parse_mask(args.mask) if args.mask else None)
-    if args.to_darknet.endswith(".keras"):
-        model = keras.saving.load_model(args.to_darknet, compile=False, safe_mode=True)
-        if any(layer.name == "yolo_loss" for layer in model.layers):  # a training model
-            from yolo3.training import detection_body
-            model = detection_body(model)
-    else:
-        body = yolo_body if len(anchors) == 9 else tiny_yolo_body
-        model = body(keras.Input((None, None, 3), name="image"), len(mask[0]), num_classes)
-        loaded, skipped = load_weights(model, args.to_darknet, skip_mismatch=False)
-        if skipped:
-            raise UserError(f"{args.to_darknet}: no weights for "
-                            + ", ".join(name for name, _ in skipped[:5])
-                            + (" ..." if len(skipped) > 5 else ""))
+    model = darknet.load_yolo_model(args.to_darknet, anchors, mask, num_classes)
     cfg, weights, floats = darknet.write_darknet(model, args.config_path,
                                                  np.asarray(anchors), mask, num_classes)
     print(f"wrote {cfg} and {weights} ({floats} floats, {num_classes} classes, "
@@ -239,7 +184,8 @@ def to_darknet(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    quiet_tensorflow()
     if args.to_darknet:
         return to_darknet(args)
     return to_keras(args)

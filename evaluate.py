@@ -6,18 +6,17 @@
         --anchors model_data/tiny_yolo_anchors.txt --classes classes.txt \\
         --json metrics.json --plot pr.png
 """
-import argparse
 import sys
 
 from yolo3.annotation_file import read_annotations
+from yolo3.cli import Parser, quiet_tensorflow
+from yolo3.detector_options import add_model_arguments, make_detector
 from yolo3.errors import UserError, run_cli
-from yolo3.evaluation import evaluate_detector, format_table, plot_pr_curves, write_json
-from yolo import Progress, add_model_arguments, make_detector
+from yolo3.progress import progress_bar
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     parser.add_argument("--annotations", required=True,
                         help="ground truth: `path x_min,y_min,x_max,y_max,class ...` lines "
                              "(relative image paths: current folder, then the file's folder)")
@@ -32,17 +31,21 @@ def build_parser():
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip bad annotation lines with a warning instead of stopping")
     parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar on stderr")
+                        help="no progress bar (one is shown on a terminal)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    quiet_tensorflow()
+    from yolo3.evaluation import (evaluate_detector, format_table, plot_pr_curves,  # Keras
+                                  write_json)
     yolo = make_detector(args)
+    progress = False if args.no_progress else None
     lines = read_annotations(args.annotations, num_classes=len(yolo.class_names),
-                             skip_bad=args.skip_bad)
-    progress = Progress(len(lines), "detecting", not args.no_progress and sys.stderr.isatty())
-    report, curves = evaluate_detector(yolo, lines, progress)
+                             skip_bad=args.skip_bad, progress=progress)
+    with progress_bar(len(lines), "detecting", progress, unit="image") as advance:
+        report, curves = evaluate_detector(yolo, lines, advance)
     print(format_table(report, voc07=args.voc07))
     if args.json:
         write_json(report, args.json)

@@ -6,7 +6,6 @@ the detector (SavedModel + .keras body).
     python yolo.py --video in.mp4 --video-output out.mp4
     python yolo.py --export exported/
 """
-import argparse
 import contextlib
 import glob
 import json
@@ -14,67 +13,14 @@ import os
 import sys
 import time
 
-from yolo3.anchors import parse_mask
 from yolo3.atomic import atomic_open, atomic_path
-from yolo3.detector import DEFAULTS, YOLO, parse_input_size
+from yolo3.cli import Parser, positive_int, quiet_tensorflow
+from yolo3.detector_options import add_model_arguments, make_detector
 from yolo3.errors import UserError, run_cli
 from yolo3.images import open_image
+from yolo3.progress import progress_bar
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def add_model_arguments(parser, score=DEFAULTS["score"], max_boxes=DEFAULTS["max_boxes"]):
-    """The model flags shared by yolo.py and evaluate.py."""
-    parser.add_argument("--model", default=DEFAULTS["model_path"],
-                        help="weights (.weights.h5, .h5 from convert.py/train.py or the "
-                             "original tool) or a .keras body (default: %(default)s)")
-    parser.add_argument("--anchors", default=DEFAULTS["anchors_path"],
-                        help="anchors file; 9 anchors = YOLOv3, 6 = tiny (default: %(default)s)")
-    parser.add_argument("--classes", default=DEFAULTS["classes_path"],
-                        help="class names, one per line (default: %(default)s)")
-    parser.add_argument("--score", type=float, default=score,
-                        help="minimum score (objectness x class probability) "
-                             "(default: %(default)s)")
-    parser.add_argument("--iou", type=float, default=DEFAULTS["iou"],
-                        help="IoU above which NMS drops a box of the same class "
-                             "(default: %(default)s)")
-    parser.add_argument("--input-size", default="416",
-                        help="network input: N or HEIGHT,WIDTH, multiples of 32 "
-                             "(default: %(default)s)")
-    parser.add_argument("--mask", default=None,
-                        help="anchor mask per head, e.g. 3,4,5/1,2,3 (default: 6,7,8/3,4,5/"
-                             "0,1,2 for YOLOv3, 3,4,5/1,2,3 for tiny, the original's)")
-    parser.add_argument("--max-boxes", type=int, default=max_boxes,
-                        help="at most this many boxes per class and image (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
-                        help="images per forward pass (default: %(default)s)")
-
-
-def make_detector(args):
-    """A YOLO detector from the model flags."""
-    if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
-        raise UserError(f"--score and --iou must be in [0, 1] (got {args.score}, {args.iou})")
-    if args.max_boxes < 1 or args.batch_size < 1:
-        raise UserError("--max-boxes and --batch-size must be >= 1")
-    return YOLO(model_path=args.model, anchors_path=args.anchors, classes_path=args.classes,
-                score=args.score, iou=args.iou,
-                model_image_size=parse_input_size(args.input_size),
-                mask=parse_mask(args.mask) if args.mask else None,
-                max_boxes=args.max_boxes, batch_size=args.batch_size)
-
-
-class Progress:
-    """`[####....] done/total` on stderr (when enabled)."""
-
-    def __init__(self, total, label, enabled=True):
-        from yolo3.darknet import ProgressBar
-        self.total, self.done = total, 0
-        self.bar = ProgressBar(label) if enabled and total > 1 else None
-
-    def __call__(self, count):
-        self.done += count
-        if self.bar:
-            self.bar(self.done, self.total)
 
 
 def expand_images(patterns):
@@ -117,9 +63,22 @@ def detection_records(path, detections, class_names):
             for box, s, c in zip(*detections)]
 
 
-def detect_images(yolo, paths, output=None, json_path=None, progress=True):
-    """Detect on every image; write annotated images and/or JSON lines."""
-    bar = Progress(len(paths), "detecting", progress)
+def detect_images(yolo, paths, output=None, json_path=None, progress=None):
+    """Detect on every image; write annotated images and/or JSON lines, else
+    print the detections. A progress bar when `progress` (None: on a terminal)
+    and nothing is printed."""
+    if not output and not json_path:
+        progress = False    # the printed detections show the progress
+    with progress_bar(len(paths), "detecting", progress, unit="image") as advance:
+        records = _detect_images(yolo, paths, output, json_path, advance)
+    if json_path:
+        with atomic_open(json_path, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+    return records
+
+
+def _detect_images(yolo, paths, output, json_path, advance):
     records = []
     outputs = output_names(paths, output) if output else [None] * len(paths)
     for start in range(0, len(paths), yolo.batch_size):
@@ -135,11 +94,7 @@ def detect_images(yolo, paths, output=None, json_path=None, progress=True):
                 for r in detection_records(path, det, yolo.class_names):
                     print(f"  {r['class']} {r['score']:.2f} ({r['x_min']:.0f}, {r['y_min']:.0f}) "
                           f"({r['x_max']:.0f}, {r['y_max']:.0f})")
-        bar(len(chunk))
-    if json_path:
-        with atomic_open(json_path, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
+        advance(len(chunk))
     return records
 
 
@@ -148,9 +103,10 @@ def _pil_format(path):
     return Image.registered_extensions()[os.path.splitext(path)[1].lower()]
 
 
-def detect_video(yolo, source, output=None, max_frames=None):
+def detect_video(yolo, source, output=None, max_frames=None, progress=None):
     """Detect on every frame of a video file or webcam (index); write the annotated
-    video to `output` (same frame rate and size). Returns the number of frames."""
+    video to `output` (same frame rate and size). A progress bar when `progress`
+    (None: on a terminal). Returns the number of frames."""
     try:
         import cv2
     except ImportError:
@@ -176,15 +132,18 @@ def detect_video(yolo, source, output=None, max_frames=None):
                                              fps, size)
                     if not writer.isOpened():
                         raise UserError(f"{output}: OpenCV cannot write this video format")
-                while max_frames is None or frames < max_frames:
-                    ok, frame = capture.read()
-                    if not ok:      # end of the stream
-                        break
-                    image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-                    drawn = np.asarray(yolo.detect_image(image))
-                    frames += 1
-                    if writer:
-                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                with progress_bar(_frame_count(capture, max_frames), "detecting",
+                                  progress, unit="frame") as advance:
+                    while max_frames is None or frames < max_frames:
+                        ok, frame = capture.read()
+                        if not ok:      # end of the stream
+                            break
+                        image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                        drawn = np.asarray(yolo.detect_image(image))
+                        frames += 1
+                        if writer:
+                            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                        advance()
                 completed = True
             finally:
                 if writer:
@@ -201,9 +160,16 @@ def detect_video(yolo, source, output=None, max_frames=None):
     return frames
 
 
+def _frame_count(capture, max_frames):
+    """Frames the video holds (None when unknown: a webcam), at most max_frames."""
+    import cv2
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    counts = [n for n in (count if count > 0 else None, max_frames) if n is not None]
+    return min(counts) if counts else None
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     add_model_arguments(parser)
     parser.add_argument("--image", nargs="+", metavar="PATH",
                         help="image files, folders or globs to detect on")
@@ -217,13 +183,13 @@ def build_parser():
                         help="video file or webcam index to detect on (needs OpenCV)")
     parser.add_argument("--video-output", metavar="OUT",
                         help="write the annotated video here (mp4v codec)")
-    parser.add_argument("--max-frames", type=int, default=None,
+    parser.add_argument("--max-frames", type=positive_int, default=None,
                         help="stop the video after this many frames (default: all)")
     parser.add_argument("--export", metavar="DIR",
                         help="write DIR/saved_model (TensorFlow SavedModel: image batch -> "
                              "boxes, scores, classes, valid_detections) and DIR/body.keras")
     parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar on stderr")
+                        help="no progress bar (one is shown on a terminal)")
     return parser
 
 
@@ -234,15 +200,16 @@ def main(argv=None):
     if args.video_output and not args.video:
         raise UserError("--video-output needs --video")
     paths = expand_images(args.image) if args.image else []
+    progress = False if args.no_progress else None
+    quiet_tensorflow()
     yolo = make_detector(args)
     if paths:
-        records = detect_images(yolo, paths, args.output, args.json,
-                                progress=not args.no_progress and sys.stderr.isatty())
+        records = detect_images(yolo, paths, args.output, args.json, progress)
         print(f"{len(records)} detections in {len(paths)} images"
               + (f"; annotated images in {args.output}" if args.output else "")
               + (f"; JSON lines in {args.json}" if args.json else ""))
     if args.video:
-        detect_video(yolo, args.video, args.video_output, args.max_frames)
+        detect_video(yolo, args.video, args.video_output, args.max_frames, progress)
     if args.export:
         from yolo3.export import export
         saved, body = export(yolo, args.export)

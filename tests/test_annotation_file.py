@@ -214,6 +214,22 @@ def test_full_check(folder):
     assert problems[1].startswith(f"{path}:1: ")
 
 
+def test_progress_bar_while_checking_images(folder, capsys, monkeypatch):
+    from yolo3 import progress
+    path = _write(folder, "a.png 1,1,5,5,0\nb c.png\na.png\n")
+    read_annotations(path, full_check=True)
+    assert capsys.readouterr().err == ""        # not a terminal: no bar
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    monkeypatch.setattr(progress, "DELAY", 0)
+    read_annotations(path, full_check=True)
+    err = capsys.readouterr().err
+    assert f"checking {path}:" in err and "/3 [" in err
+    read_annotations(path, check_images=False)   # nothing to decode: no bar
+    assert capsys.readouterr().err == ""
+    read_annotations(path, full_check=True, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.skipif(not (SHARED / "data" / "raccoon").is_dir(),
                     reason="../shared/data/raccoon is absent")
 def test_real_annotation_files():

@@ -212,3 +212,48 @@ def test_real_tiny_weights_on_coco128(shared, tmp_path, capsys):
     assert report["coco"]["AP50"] == pytest.approx(0.422, abs=0.01)
     assert report["mAP"] == pytest.approx(0.209, abs=0.01)
     assert 0.39 < report["mAP50"] < 0.45
+
+
+def test_the_original_yolo_attributes_keep_working(files, tmp_path):
+    """What scripts of the original's YOLO class used: its defaults, the file
+    attributes, class_names, anchors, colors, yolo_model (settable), score
+    between calls, generate(), detect_image and close_session."""
+    from detect_fixtures import fixed_body
+    from yolo3.detector import YOLO
+
+    assert YOLO.get_defaults("model_image_size") == (416, 416)
+    assert YOLO.get_defaults("gpu_num") == 1
+    assert YOLO.get_defaults("nope") == "Unrecognized attribute name 'nope'"
+    assert YOLO._defaults["score"] == 0.3 and YOLO._defaults["iou"] == 0.45
+    det = YOLO(model_path=str(files["model"]), anchors_path=str(files["anchors"]),
+               classes_path=str(files["classes"]), model_image_size=(64, 64))
+    assert (det.model_path, det.score, det.iou, det.gpu_num) == (str(files["model"]), 0.3,
+                                                                 0.45, 1)
+    assert det.class_names == ["a", "b", "c"] and det.anchors.shape == (6, 2)
+    assert len(det.colors) == 3 and det.yolo_model is det.body
+    image = Image.open(files["images"] / "a.png")
+
+    def count():
+        drawn, found = det.detect_image(image, return_detections=True)
+        assert drawn.size == image.size
+        return len(found.scores)
+
+    assert count() == 4                          # one box per cell of the 2x2 grid
+    det.score = 0.99995                          # above sigmoid(10)^2
+    assert count() == 0
+    det.score = 0.3
+    silent = fixed_body()
+    kernel, bias = silent.get_layer("conv_015").get_weights()
+    bias[4] = -10.0                              # objectness of the only box slot
+    silent.get_layer("conv_015").set_weights([kernel, bias])
+    det.yolo_model = silent
+    assert det.body is silent and count() == 0
+    det.generate()                               # the model from model_path again
+    assert count() == 4
+    assert det.close_session() is None
+    with pytest.raises(UserError, match="int or an"):
+        YOLO(body=silent, class_names=["a", "b", "c"], anchors=det.anchors,
+             model_image_size="64x64")
+    with pytest.warns(UserWarning, match="gpu_num=2"):
+        YOLO(body=silent, class_names=["a", "b", "c"], anchors=det.anchors,
+             model_image_size=64, gpu_num=2)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import UserError
 from .images import ImageError, check_image
+from .progress import progress_bar
 
 MAX_PROBLEMS = 50
 # A token meant as a box: numbers and commas with at least one comma and a digit,
@@ -155,20 +156,6 @@ def _check_boxes_in_image(boxes, tokens, size):
     return problems
 
 
-class _Progress:
-    """A one-line counter on stderr for long checks (only on a terminal)."""
-
-    def __init__(self, total, label, enabled):
-        self.total, self.label = total, label
-        self.enabled = enabled and total >= 1000
-        self.step = max(1, total // 100)
-
-    def update(self, done):
-        if self.enabled and (done % self.step == 0 or done == self.total):
-            end = "\n" if done == self.total else ""
-            print(f"\r{self.label}: {done}/{self.total}", end=end, file=sys.stderr, flush=True)
-
-
 def read_annotations(path, num_classes=None, check_images=True, full_check=False,
                      skip_bad=False, min_lines=1, max_problems=MAX_PROBLEMS, progress=None):
     """Read and validate an annotation file -> list of AnnotationLine.
@@ -180,7 +167,8 @@ def read_annotations(path, num_classes=None, check_images=True, full_check=False
     collected (the first `max_problems` shown) and raised as one UserError of
     `FILE:LINE: what (value)` lines; with skip_bad, bad lines are dropped with a
     warning on stderr instead. Fewer than `min_lines` usable lines is an error.
-    Image paths are resolved by `resolve_image_path`.
+    Image paths are resolved by `resolve_image_path`. While images are checked, a
+    progress bar shows when `progress` (None: on a terminal, yolo3.progress).
     """
     path = os.fspath(path)
     try:
@@ -193,18 +181,18 @@ def read_annotations(path, num_classes=None, check_images=True, full_check=False
     raw_lines = list(enumerate(re.split(r"\r\n|\r|\n", text), 1))
     raw_lines = [(n, line) for n, line in raw_lines
                  if line.strip() and not line.lstrip().startswith("#")]
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = _Progress(len(raw_lines), f"checking {path}", show and check_images)
     good, problems, bad_lines = [], [], 0
-    for done, (number, line) in enumerate(raw_lines, 1):
-        source = f"{path}:{number}"
-        line_problems = _validate(line, path, num_classes, check_images, full_check)
-        if isinstance(line_problems, AnnotationLine):
-            good.append(line_problems._replace(source=source))
-        else:
-            bad_lines += 1
-            problems += [f"{source}: {p}" for p in line_problems]
-        bar.update(done)
+    with progress_bar(len(raw_lines), f"checking {path}", progress if check_images else False,
+                      unit="image") as advance:
+        for number, line in raw_lines:
+            source = f"{path}:{number}"
+            line_problems = _validate(line, path, num_classes, check_images, full_check)
+            if isinstance(line_problems, AnnotationLine):
+                good.append(line_problems._replace(source=source))
+            else:
+                bad_lines += 1
+                problems += [f"{source}: {p}" for p in line_problems]
+            advance()
     if problems:
         listing = "\n".join(problems[:max_problems])
         if len(problems) > max_problems:

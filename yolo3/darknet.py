@@ -11,16 +11,19 @@ blas.c); Keras with (x - mean) / sqrt(var + epsilon). The reader folds the diffe
 into gamma, gamma_keras = gamma * sqrt(var + epsilon) / (sqrt(var) + 1e-6), so the
 converted model computes darknet's numbers at any Keras epsilon; the writer undoes it.
 """
+import contextlib
 import dataclasses
+import os
 import re
-import sys
+import types
 import warnings
 
 import keras
 import numpy as np
 
-from .atomic import atomic_open
+from .atomic import atomic_open, atomic_path
 from .errors import UserError
+from .progress import progress_bar
 
 DARKNET_BN_EPS = 1e-6  # darknet: (x - mean) / (sqrt(var) + .000001f)
 KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization default, used by yolo_body
@@ -536,7 +539,8 @@ def read_weights(path, network, bn_epsilon=KERAS_BN_EPS, partial=False, strict=F
     rolling mean, rolling variance (filters each), then weights (filters,
     in/groups, size, size). A file that ends early is an error naming the layer
     and the missing float count, unless `partial` and it ends between layers;
-    leftover floats are a warning, or an error when `strict`.
+    leftover floats are a warning, or an error when `strict`. progress(1) is
+    called after each convolution.
     """
     path = str(path)
     with open(path, "rb") as handle:
@@ -549,7 +553,7 @@ def read_weights(path, network, bn_epsilon=KERAS_BN_EPS, partial=False, strict=F
             if total else np.zeros(0, np.float32))
     arrays, loaded, missing, pos = {}, [], [], 0
     convs = network.convs
-    for number, layer in enumerate(convs):
+    for layer in convs:
         need = layer.num_floats
         if pos + need > total and not (partial and pos == total):
             hint = (" (the file holds only the first layers: convert what is "
@@ -569,7 +573,7 @@ def read_weights(path, network, bn_epsilon=KERAS_BN_EPS, partial=False, strict=F
         loaded.append(layer.index)
         pos += need
         if progress:
-            progress(number + 1, len(convs))
+            progress(1)
     del data
     leftover = total - pos
     if leftover or extra_bytes:
@@ -618,29 +622,6 @@ def set_weights(model, weights):
     """Put read_weights' arrays into `model` (layers looked up by name)."""
     for name, arrays in weights.arrays.items():
         model.get_layer(name).set_weights(arrays)
-
-
-class ProgressBar:
-    """A one-line text progress bar on stderr: `label [#####.....] 40/75`, redrawn
-    only when it changes; close() ends the line."""
-
-    def __init__(self, label, stream=None, width=30):
-        self.label, self.stream, self.width = label, stream or sys.stderr, width
-        self.shown = None
-
-    def __call__(self, done, total):
-        filled = self.width * done // max(total, 1)
-        if filled == self.shown and done < total:
-            return
-        self.shown = filled
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}]"
-                          f" {done}/{total}")
-        self.stream.flush()
-
-    def close(self):
-        if self.shown is not None:
-            self.stream.write("\n")
-            self.shown = None
 
 
 # ------------------------------------------------------------ darknet writer
@@ -841,14 +822,77 @@ def model_floats(model):
     return chunks
 
 
-def write_darknet(model, prefix, anchors, mask, num_classes):
-    """Write `prefix`.cfg and `prefix`.weights (header 0.2.0, seen int64 0)."""
+def write_darknet(model, prefix, anchors, mask, num_classes, progress=None):
+    """Write `prefix`.cfg and `prefix`.weights (header 0.2.0, seen int64 0);
+    a progress bar while writing when `progress` (None: on a terminal)."""
     cfg = model_to_cfg(model, anchors, mask, num_classes)
     chunks = model_floats(model)
     with atomic_open(f"{prefix}.cfg", "w", encoding="utf-8") as handle:
         handle.write(cfg)
-    with atomic_open(f"{prefix}.weights", "wb") as handle:
+    with atomic_open(f"{prefix}.weights", "wb") as handle, \
+            progress_bar(len(chunks), "writing weights", progress, unit="array") as advance:
         handle.write(np.array([0, 2, 0], "<i4").tobytes() + np.array([0], "<i8").tobytes())
         for chunk in chunks:
             handle.write(np.ascontiguousarray(chunk, "<f4").tobytes())
+            advance()
     return f"{prefix}.cfg", f"{prefix}.weights", sum(c.size for c in chunks)
+
+
+# ------------------------------------------------- conversions (convert.py)
+def darknet_to_keras(network, weights_path, bn_epsilon=KERAS_BN_EPS, partial=False,
+                     strict=False, progress=None):
+    """The Keras model of a checked cfg holding a darknet .weights file's values
+    -> (model, WeightsFile); a progress bar while reading when `progress` (None:
+    on a terminal). Arguments as read_weights."""
+    if count_floats(weights_path) < network.num_floats and not partial:
+        # fails fast, naming the layer, before the (slow) model build
+        read_weights(weights_path, network, bn_epsilon)
+    model = build_model(network, bn_epsilon=bn_epsilon)
+    with progress_bar(len(network.convs), "reading weights", progress,
+                      unit="layer") as advance:
+        weights = read_weights(weights_path, network, bn_epsilon, partial=partial,
+                               strict=strict, progress=advance, model=model)
+    return model, weights
+
+
+def save_converted(model, path, as_weights, missing=()):
+    """Write `model` atomically as weights by layer name or as a .keras file. A
+    weights file leaves out the convolutions (and their BN) at indexes `missing`
+    (no darknet weights with --partial), so loading it never passes Keras'
+    initial values off as pretrained ones."""
+    from .weights import save_weights
+    if as_weights:
+        dropped = {f"{prefix}_{i:03d}" for i in missing for prefix in ("conv", "bn")}
+        # save_weights reads only .layers: hand it the layers that got weights
+        save_weights(types.SimpleNamespace(
+            layers=[layer for layer in model.layers if layer.name not in dropped]), path)
+        return
+    with atomic_path(path) as temp:
+        keras_temp = temp + ".keras"  # Keras wants the suffix
+        try:
+            model.save(keras_temp)
+            os.replace(keras_temp, temp)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(keras_temp)
+
+
+def load_yolo_model(path, anchors, mask, num_classes):
+    """A YOLOv3 / tiny-YOLOv3 detection body from a .keras file (a training model
+    gives its detection body) or a weights file (every layer must get weights)."""
+    from .model import tiny_yolo_body, yolo_body
+    from .weights import load_weights
+    if path.endswith(".keras"):
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        if any(layer.name == "yolo_loss" for layer in model.layers):  # a training model
+            from .training import detection_body
+            model = detection_body(model)
+        return model
+    body = yolo_body if len(anchors) == 9 else tiny_yolo_body
+    model = body(keras.Input((None, None, 3), name="image"), len(mask[0]), num_classes)
+    loaded, skipped = load_weights(model, path, skip_mismatch=False)
+    if skipped:
+        raise UserError(f"{path}: no weights for "
+                        + ", ".join(name for name, _ in skipped[:5])
+                        + (" ..." if len(skipped) > 5 else ""))
+    return model

@@ -8,6 +8,7 @@ then runs per image on numpy (yolo3.model.non_max_suppression).
 import colorsys
 import importlib
 import os
+import warnings
 from typing import NamedTuple
 
 import keras
@@ -16,25 +17,13 @@ from PIL import ImageDraw, ImageFont
 
 from .anchors import anchor_masks, get_anchors
 from .annotation_file import get_classes
+from .detector_options import DEFAULTS
 from .errors import UserError
 from .images import open_image
 from .model import decode_batch, non_max_suppression
 from .training import build_body, detection_body
 from .utils import letterbox_image
 from .weights import load_weights, read_weights
-
-DEFAULTS = {
-    "model_path": "model_data/yolo.h5",
-    "anchors_path": "model_data/yolo_anchors.txt",
-    "classes_path": "model_data/coco_classes.txt",
-    "score": 0.3,
-    "iou": 0.45,
-    "model_image_size": (416, 416),
-    "mask": None,
-    "max_boxes": 20,
-    "batch_size": 8,
-}
-
 
 class Detections(NamedTuple):
     """One image's detections: boxes (n, 4) float32 as x_min, y_min, x_max, y_max
@@ -44,19 +33,19 @@ class Detections(NamedTuple):
     classes: np.ndarray
 
 
-def parse_input_size(value):
-    """416 -> (416, 416); (h, w) or 'h,w' -> (h, w); each a positive multiple of 32."""
-    if isinstance(value, str):
-        try:
-            parts = [int(v) for v in value.replace("x", ",").split(",")]
-        except ValueError:
-            raise UserError(f"bad input size {value!r}: expected e.g. 416 or 320,416") from None
-    else:
-        parts = [int(v) for v in np.atleast_1d(value)]
+def model_input_size(value):
+    """model_image_size as the original took it: N -> (N, N), or an (h, w) pair;
+    each side a positive multiple of 32. (Text such as '608x416' is read by the
+    CLIs' --input-size, yolo3.cli.input_size.)"""
+    if isinstance(value, (str, bytes)):
+        raise UserError(f"model_image_size must be an int or an (height, width) pair, "
+                        f"not {value!r}")
+    parts = [int(v) for v in np.atleast_1d(value)]
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or any(p <= 0 or p % 32 for p in parts):
-        raise UserError(f"input size {value} must be a multiple of 32 (e.g. 416 or 320,416)")
+        raise UserError(f"input size {value} must be a multiple of 32 (e.g. 416 or "
+                        "(320, 416) as height, width)")
     return tuple(parts)
 
 
@@ -175,7 +164,20 @@ def _compile(body, anchors, num_classes, mask):
 class YOLO:
     """Detector with the original's defaults; any of DEFAULTS can be overridden by
     keyword (e.g. YOLO(model_path=..., score=0.5)). `body` gives an in-memory model
-    instead of model_path (used during training)."""
+    instead of model_path (used during training).
+
+    The original's attributes keep working: model_path, anchors_path, classes_path,
+    score, iou, model_image_size, gpu_num, class_names, anchors, colors,
+    yolo_model (the Keras model, also called body), and YOLO.get_defaults(name);
+    score, iou and max_boxes may be changed between calls."""
+    _defaults = DEFAULTS
+
+    @classmethod
+    def get_defaults(cls, name):
+        """The original's class method: a default by name."""
+        if name in cls._defaults:
+            return cls._defaults[name]
+        return "Unrecognized attribute name '" + name + "'"
 
     def __init__(self, body=None, class_names=None, anchors=None, **kwargs):
         unknown = set(kwargs) - set(DEFAULTS)
@@ -183,23 +185,45 @@ class YOLO:
             raise TypeError(f"unknown YOLO option(s): {sorted(unknown)}")
         self.__dict__.update(DEFAULTS)
         self.__dict__.update(kwargs)
-        self.model_image_size = parse_input_size(self.model_image_size)
+        self.model_image_size = model_input_size(self.model_image_size)
+        if self.gpu_num != 1:
+            warnings.warn(f"gpu_num={self.gpu_num}: detection runs on one device "
+                          "(the original replicated the model with multi_gpu_model)",
+                          stacklevel=2)
         self.class_names = (list(class_names) if class_names is not None
                             else get_classes(self.classes_path))
         self.anchors = (np.asarray(anchors, np.float32).reshape(-1, 2) if anchors is not None
                         else get_anchors(self.anchors_path))
         self.mask = anchor_masks(len(self.anchors), self.mask)
-        num_classes = len(self.class_names)
+        self.colors = class_colors(len(self.class_names))
         if body is None:
-            body = load_body(self.model_path, self.anchors_path, len(self.anchors),
-                             self.classes_path, num_classes, self.model_image_size)
+            self.generate()
+        else:
+            self.body = body
+
+    def generate(self):
+        """The original's method: load the model from model_path, checked against
+        the anchors and classes (__init__ calls it unless given a body)."""
+        self.body = load_body(self.model_path, self.anchors_path, len(self.anchors),
+                              self.classes_path, len(self.class_names),
+                              self.model_image_size)
+
+    @property
+    def body(self):
+        """The Keras detection model (the original's `yolo_model`); setting it
+        compiles the detection function anew."""
+        return self._body
+
+    @body.setter
+    def body(self, body):
         fixed = tuple(body.input_shape[1:3])
         if None not in fixed and fixed != self.model_image_size:
             raise UserError(f"the model's input is {fixed[0]}x{fixed[1]} but the input size "
                             f"is {self.model_image_size[0]}x{self.model_image_size[1]}")
-        self.body = body
-        self.colors = class_colors(num_classes)
-        self._run = _compile(body, self.anchors, num_classes, self.mask)
+        self._body = body
+        self._run = _compile(body, self.anchors, len(self.class_names), self.mask)
+
+    yolo_model = body
 
     def preprocess(self, image):
         """PIL image -> letterboxed float32 (h, w, 3) in [0, 1] (the original's input)."""

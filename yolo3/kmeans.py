@@ -1,4 +1,5 @@
-"""IoU k-means on box sizes: anchors for YOLO (vectorised numpy, float32).
+"""IoU k-means on box sizes: anchors for YOLO (vectorised numpy, float32), and their
+report (per anchor: boxes, heads) and plot.
 
 Distance d(box, centroid) = 1 - IoU(wh), both boxes aligned at a corner:
 IoU = min(w1,w2)*min(h1,h2) / (w1*h1 + w2*h2 - min(w1,w2)*min(h1,h2)).
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .anchors import anchor_masks
 from .annotation_file import read_annotations
+from .atomic import atomic_path
 from .errors import UserError
 from .images import image_size
 
@@ -24,6 +27,7 @@ SAMPLE, FINALISTS = 50_000, 3
 POLISH_STEPS = [2.0 ** -e for e in range(4, 9)]
 BPR_IOU = 0.25    # a box counts as recallable when some anchor has IoU above this
 BPR_RATIO = 4.0   # ... or (ultralytics' rule) w and h within 4x of some anchor
+PLOT_POINTS = 20000     # boxes drawn in the scatter at most (a fixed random subset)
 
 
 # ---------------------------------------------------------------- box sizes ---
@@ -368,3 +372,94 @@ def evolve_anchors(wh, anchors, generations=1000, seed=0, prob=0.9, sigma=0.1):
         if child_score[0] > score[0] and child_score[1] >= score[1]:
             parent, score = child, child_score
     return sort_by_area(parent)
+
+
+# ------------------------------------------------------------------ reports ---
+
+def head_names(k, mask, input_wh):
+    """Per anchor: the heads (by output grid) whose mask holds it."""
+    try:
+        masks = anchor_masks(k, mask)
+    except UserError:
+        if mask is not None:
+            raise
+        return None
+    names = []
+    for anchor in range(k):
+        heads = [f"{input_wh[0] // (32 >> h)}x{input_wh[1] // (32 >> h)}"
+                 for h, head in enumerate(masks) if anchor in head]
+        names.append(" + ".join(heads) if heads else "none (unused by the mask)")
+    return names
+
+
+def anchor_report(wh, anchors, mask=None, input_wh=(416, 416)):
+    """The anchors table (size, boxes whose best anchor it is, their share, the
+    heads using it) with notes, mean best IoU and best possible recall, as lines."""
+    k = len(anchors)
+    stats = anchor_stats(wh, anchors)
+    heads = head_names(k, mask, input_wh)
+    lines = ["anchors (w,h), sorted by area; boxes = boxes whose best anchor it is:",
+             f"  {'#':>2s}  {'w,h':>9s}  {'boxes':>7s}  {'share':>6s}  head"]
+    for index, ((w, h), count) in enumerate(zip(anchors, stats.counts)):
+        head = heads[index] if heads else "-"
+        lines.append(f"  {index:2d}  {int(w):>4d},{int(h):<4d}  {count:7d}  "
+                     f"{count / len(wh):6.1%}  {head}")
+    if heads is None:
+        lines.append(f"note: train.py takes 9 (YOLOv3) or 6 (tiny-YOLOv3) anchors, not {k}")
+    else:
+        lost = sum(int(c) for c, h in zip(stats.counts, heads) if h.startswith("none"))
+        if lost:
+            lines.append(f"note: {lost} boxes ({lost / len(wh):.1%}) have their best anchor "
+                         "in no head of this mask and get no training target; "
+                         "a mask such as 3,4,5/0,1,2 uses every anchor")
+    lines += [f"Accuracy: {stats.mean_iou:.2%} (mean best IoU)",
+              f"Best possible recall: {stats.bpr_iou:.2%} of boxes with IoU > {BPR_IOU} to "
+              f"an anchor; {stats.bpr_ratio:.2%} within {BPR_RATIO:g}x in w and h"]
+    return stats, lines
+
+
+def plot_clusters(path, wh, anchors, input_wh, title, seed=0, raw_pixels=False):
+    """Two panels: box (w, h) coloured by nearest anchor (viridis) with the anchors
+    as black points; the anchors as rectangles on the network input (or, with
+    raw_pixels, centred on a frame of the network input's size)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    import matplotlib
+
+    if len(wh) > PLOT_POINTS:
+        wh = wh[np.random.default_rng(seed).choice(len(wh), PLOT_POINTS, replace=False)]
+    labels = np.argmax(wh_iou(wh, anchors), axis=1)
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, len(anchors)))
+    figure = Figure(figsize=(12, 5.5), dpi=100)
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    left.scatter(wh[:, 0], wh[:, 1], c=labels, s=6, cmap="viridis",
+                 vmin=0, vmax=max(len(anchors) - 1, 1))
+    left.scatter(anchors[:, 0], anchors[:, 1], c="black", s=40, alpha=0.8,
+                 label="anchors (centroids)")
+    unit = "image pixels" if raw_pixels else "input pixels"
+    left.set_xlabel(f"box width ({unit})")
+    left.set_ylabel(f"box height ({unit})")
+    left.set_title(f"{len(wh)} boxes by nearest anchor (IoU)")
+    left.legend(loc="upper left")
+    cx, cy = input_wh[0] / 2, input_wh[1] / 2
+    right.add_patch(Rectangle((0, 0), *input_wh, fill=False, edgecolor="grey",
+                              linestyle="--", label="network input"))
+    for index, ((w, h), colour) in enumerate(zip(anchors, colours)):
+        right.add_patch(Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False,
+                                  edgecolor=colour, linewidth=2,
+                                  label=f"{index}: {w:.0f}x{h:.0f}"))
+    span = max(input_wh[0], input_wh[1], anchors[:, 0].max(), anchors[:, 1].max())
+    right.set_xlim(cx - span / 2 - 5, cx + span / 2 + 5)
+    right.set_ylim(cy + span / 2 + 5, cy - span / 2 - 5)      # image y axis points down
+    right.set_aspect("equal")
+    right.set_xlabel(f"x ({unit})")
+    right.set_ylabel(f"y ({unit})")
+    right.set_title("anchors (raw image pixels)" if raw_pixels
+                    else "anchors on the network input")
+    right.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_path(path) as temp:
+        figure.savefig(temp, format="png")
