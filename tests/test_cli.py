@@ -15,7 +15,7 @@ import convert
 import evaluate
 import kmeans
 import yolo
-from darknet_files import SMALL_CFG, random_weights
+from tests.fixtures.darknet import SMALL_CFG, random_weights
 from yolo3.cli import (SIZE_HELP, Parser, add_input_size, format_size, input_size,
                        non_negative_int, positive_int)
 from yolo3.errors import UserError, run_cli

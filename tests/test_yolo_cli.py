@@ -218,7 +218,7 @@ def test_the_original_yolo_attributes_keep_working(files, tmp_path):
     """What scripts of the original's YOLO class used: its defaults, the file
     attributes, class_names, anchors, colors, yolo_model (settable), score
     between calls, generate(), detect_image and close_session."""
-    from detect_fixtures import fixed_body
+    from tests.fixtures.detector import fixed_body
     from yolo3.detector import YOLO
 
     assert YOLO.get_defaults("model_image_size") == (416, 416)
