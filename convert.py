@@ -17,7 +17,6 @@ import warnings
 
 from yolo3.errors import UserError, run_cli
 
-DEFAULT_OUTPUTS = {3: "model_data/yolo_weights.h5", 2: "model_data/tiny_yolo_weights.h5"}
 PROGRESS_FLOATS = 10_000_000  # show a progress bar for files larger than this
 
 
@@ -28,8 +27,9 @@ def parse_args(argv):
     parser.add_argument("weights_path", nargs="?", help="darknet .weights file")
     parser.add_argument("output_path", nargs="?", help=(
         "output: .h5 / .weights.h5 = weights by layer name, .keras = full model "
-        "(default: model_data/yolo_weights.h5 for a 3-head cfg, "
-        "model_data/tiny_yolo_weights.h5 for a 2-head cfg); with --to-darknet the "
+        "(default: the model kind's: model_data/yolo_weights.h5, tiny_yolo_weights.h5 "
+        "or yolo_spp_weights.h5 for yolov3.cfg, yolov3-tiny.cfg or yolov3-spp.cfg; "
+        "another cfg: by its number of heads); with --to-darknet the "
         "output prefix (writes PREFIX.cfg and PREFIX.weights)"))
     parser.add_argument("-w", "--weights-only", action="store_true",
                         help="write weights only, even for a .keras name (default: off)")
@@ -116,7 +116,8 @@ def plot(model, path):
 
 def to_keras(args):
     from yolo3 import darknet
-    from yolo3.anchors import MODEL_KINDS, write_anchors
+    from yolo3.anchors import write_anchors
+    from yolo3.kinds import KINDS, counts_text, kind_of_names
     if not args.config_path or not args.weights_path:
         raise UserError("give a cfg file and a weights file (see --help)")
     for path in (args.config_path, args.weights_path):
@@ -126,7 +127,9 @@ def to_keras(args):
         raise UserError(f"--bn-epsilon must be between 0 and 1 ({args.bn_epsilon})")
     network = darknet.load_cfg(args.config_path)
     heads = len(network.heads)
-    output = args.output_path or DEFAULT_OUTPUTS.get(heads)
+    model_kind = kind_of_names(f"conv_{c.index:03d}" for c in network.convs) or next(
+        (k for k in KINDS.values() if k.heads == heads), None)
+    output = args.output_path or (model_kind.default_weights if model_kind else None)
     if output is None:
         raise UserError(f"{args.config_path}: {heads} [yolo] sections; give the output "
                         "file name")
@@ -134,9 +137,9 @@ def to_keras(args):
     anchors = None
     if args.anchors_out:  # checked before anything is written
         anchors = network.anchors()
-        if len(anchors) not in MODEL_KINDS:
+        if len(anchors) not in {k.num_anchors for k in KINDS.values()}:
             raise UserError(f"{args.config_path}: {len(anchors)} anchors; an anchors "
-                            "file holds 9 (YOLOv3) or 6 (tiny-YOLOv3)")
+                            f"file holds {counts_text()}")
         if os.path.abspath(args.anchors_out) == os.path.abspath(output):
             raise UserError("--anchors-out must differ from the output file")
 
@@ -207,8 +210,8 @@ def to_darknet(args):
     import numpy as np
     from yolo3 import darknet
     from yolo3.anchors import anchor_masks, get_anchors, parse_mask
-    from yolo3.model import tiny_yolo_body, yolo_body
-    from yolo3.weights import load_weights
+    from yolo3.kinds import kind_for_anchors, kind_of_names
+    from yolo3.weights import load_weights, read_weights
     if args.config_path and args.weights_path or not args.config_path or args.output_path:
         raise UserError("--to-darknet MODEL takes one argument: the output prefix")
     if not args.classes or not args.anchors:
@@ -224,8 +227,11 @@ def to_darknet(args):
             from yolo3.training import detection_body
             model = detection_body(model)
     else:
-        body = yolo_body if len(anchors) == 9 else tiny_yolo_body
-        model = body(keras.Input((None, None, 3), name="image"), len(mask[0]), num_classes)
+        # the kind from the file's layer names (an SPP file is SPP), else the anchors'
+        kind = kind_of_names(read_weights(args.to_darknet)) or kind_for_anchors(len(anchors))
+        kind_for_anchors(len(anchors), kind.name)
+        model = kind.builder(keras.Input((None, None, 3), name="image"), len(mask[0]),
+                             num_classes)
         loaded, skipped = load_weights(model, args.to_darknet, skip_mismatch=False)
         if skipped:
             raise UserError(f"{args.to_darknet}: no weights for "

@@ -12,6 +12,7 @@ import numpy as np
 from yolo3.anchors import anchor_masks, parse_mask, write_anchors
 from yolo3.atomic import atomic_path
 from yolo3.errors import UserError, run_cli
+from yolo3.kinds import counts_text, kind_for_anchors
 from yolo3.kmeans import (BPR_IOU, BPR_RATIO, RESTARTS_LARGE, RESTARTS_SMALL, SMALL_DATA,
                           UPDATES, anchor_stats, euclidean_kmeans,
                           evolve_anchors, iou_kmeans, read_box_sizes, refine_integer,
@@ -118,9 +119,10 @@ def head_names(k, mask, input_wh):
         if mask is not None:
             raise
         return None
+    strides = kind_for_anchors(k).strides
     names = []
     for anchor in range(k):
-        heads = [f"{input_wh[0] // (32 >> h)}x{input_wh[1] // (32 >> h)}"
+        heads = [f"{input_wh[0] // strides[h]}x{input_wh[1] // strides[h]}"
                  for h, head in enumerate(masks) if anchor in head]
         names.append(" + ".join(heads) if heads else "none (unused by the mask)")
     return names
@@ -216,7 +218,7 @@ def main(argv=None):
         print(f"  {index:2d}  {int(w):>4d},{int(h):<4d}  {count:7d}  "
               f"{count / len(wh):6.1%}  {head}")
     if heads is None:
-        print(f"note: train.py takes 9 (YOLOv3) or 6 (tiny-YOLOv3) anchors, not {args.k}")
+        print(f"note: train.py takes {counts_text()} anchors, not {args.k}")
     else:
         lost = sum(int(c) for c, h in zip(stats.counts, heads) if h.startswith("none"))
         if lost:
