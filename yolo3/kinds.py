@@ -3,7 +3,7 @@ everything that differs between them, and the lookups from an anchor count, from
 a body and from layer names. Adding a kind is one row of KINDS plus its builder
 (yolo3.networks)."""
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
