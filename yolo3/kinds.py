@@ -15,7 +15,7 @@ from .networks import darknet_index, tiny_yolo_body, yolo_body, yolo_spp_body
 class ModelKind:
     """One network: `builder(inputs, anchors_per_head, num_classes)` makes its
     body; the other fields say how the rest of the project treats it."""
-    name: str                  # darknet's cfg name, the value of a --model flag
+    name: str                  # darknet's cfg name; the choice on a command line
     label: str                 # for messages
     num_anchors: int           # in the anchors file
     strides: tuple             # per head, first output first
