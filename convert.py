@@ -15,7 +15,6 @@ import warnings
 from yolo3.cli import Parser, quiet_tensorflow
 from yolo3.errors import UserError, run_cli
 
-DEFAULT_OUTPUTS = {3: "model_data/yolo_weights.h5", 2: "model_data/tiny_yolo_weights.h5"}
 
 
 def build_parser():
@@ -24,8 +23,9 @@ def build_parser():
     parser.add_argument("weights_path", nargs="?", help="darknet .weights file")
     parser.add_argument("output_path", nargs="?", help=(
         "output: .h5 / .weights.h5 = weights by layer name, .keras = full model "
-        "(default: model_data/yolo_weights.h5 for a 3-head cfg, "
-        "model_data/tiny_yolo_weights.h5 for a 2-head cfg); with --to-darknet the "
+        "(default: the model kind's: model_data/yolo_weights.h5, tiny_yolo_weights.h5 "
+        "or yolo_spp_weights.h5 for yolov3.cfg, yolov3-tiny.cfg or yolov3-spp.cfg; "
+        "another cfg: by its number of heads); with --to-darknet the "
         "output prefix (writes PREFIX.cfg and PREFIX.weights)"))
     parser.add_argument("-w", "--weights-only", action="store_true",
                         help="write weights only, even for a .keras name")
@@ -85,7 +85,8 @@ def plot(model, path):
 
 def to_keras(args):
     from yolo3 import darknet
-    from yolo3.anchors import MODEL_KINDS, write_anchors
+    from yolo3.anchors import write_anchors
+    from yolo3.kinds import KINDS, counts_text, kind_of_names
     if not args.config_path or not args.weights_path:
         raise UserError("give a cfg file and a weights file (see --help)")
     for path in (args.config_path, args.weights_path):
@@ -95,7 +96,9 @@ def to_keras(args):
         raise UserError(f"--bn-epsilon must be between 0 and 1 ({args.bn_epsilon})")
     network = darknet.load_cfg(args.config_path)
     heads = len(network.heads)
-    output = args.output_path or DEFAULT_OUTPUTS.get(heads)
+    model_kind = kind_of_names(f"conv_{c.index:03d}" for c in network.convs) or next(
+        (k for k in KINDS.values() if k.heads == heads), None)
+    output = args.output_path or (model_kind.default_weights if model_kind else None)
     if output is None:
         raise UserError(f"{args.config_path}: {heads} [yolo] sections; give the output "
                         "file name")
@@ -103,9 +106,9 @@ def to_keras(args):
     anchors = None
     if args.anchors_out:  # checked before anything is written
         anchors = network.anchors()
-        if len(anchors) not in MODEL_KINDS:
+        if len(anchors) not in {k.num_anchors for k in KINDS.values()}:
             raise UserError(f"{args.config_path}: {len(anchors)} anchors; an anchors "
-                            "file holds 9 (YOLOv3) or 6 (tiny-YOLOv3)")
+                            f"file holds {counts_text()}")
         if os.path.abspath(args.anchors_out) == os.path.abspath(output):
             raise UserError("--anchors-out must differ from the output file")
 

@@ -92,6 +92,9 @@ def max_rel_diff(a, b):
 # ----------------------------------------------------------------- cfg files
 @pytest.mark.parametrize("name, layers, convs, floats, outputs", [
     ("yolov3", 107, 75, 62_001_757, [81, 93, 105]),       # yolov3.weights: 248,007,048 bytes
+    # + 6 SPP layers and a 1x1 conv 2048 -> 512 with BN (2048 * 512 + 4 * 512 floats);
+    # yolov3-spp.weights: 20 + 4 * 63,052,381 = 252,209,544 bytes
+    ("yolov3-spp", 114, 76, 63_052_381, [88, 100, 112]),
     ("yolov3-tiny", 24, 13, 8_858_734, [15, 22]),          # pretrained/README.md
     ("darknet53", 79, 53, 41_645_640, [78]),               # 52 backbone convs + 1000-way
 ])
@@ -117,17 +120,26 @@ def test_parser_syntax(tmp_path):
     assert network.layers[0].params["activation"] == "leaky"
 
 
-@pytest.mark.parametrize("body, cfg", [("yolo_body", "yolov3"), ("tiny_yolo_body", "yolov3-tiny")])
-def test_names_and_shapes_match_project_model(body, cfg):
+@pytest.mark.parametrize("body, cfg", [("yolo_body", "yolov3"), ("tiny_yolo_body", "yolov3-tiny"),
+                                       ("yolo_spp_body", "yolov3-spp")])
+def test_names_types_and_shapes_match_project_model(body, cfg):
     from yolo3 import model as project
     network = darknet.load_cfg(CFG / f"{cfg}.cfg")
     ours = darknet.build_model(network)
     theirs = getattr(project, body)(keras.Input((None, None, 3), name="image"),
                                     len(network.heads[0]["mask"]), 80)
 
-    def shapes(m):
-        return {layer.name: [tuple(w.shape) for w in layer.weights] for layer in m.layers}
-    assert shapes(ours) == shapes(theirs)
+    def layers(m):
+        """name -> type, weight shapes and the names of the layers it reads (in order
+        but for the commutative Add)."""
+        def sources(layer):
+            inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+            names = [t._keras_history[0].name for t in inputs]
+            return sorted(names) if isinstance(layer, keras.layers.Add) else names
+        return {layer.name: (type(layer).__name__, [tuple(w.shape) for w in layer.weights],
+                             sources(layer) if layer.name != "image" else [])
+                for layer in m.layers}
+    assert layers(ours) == layers(theirs)
 
 
 def test_tiny_cfg_model_equals_tiny_yolo_body(tmp_path):

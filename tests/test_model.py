@@ -1,5 +1,5 @@
-"""Networks: shapes, convolution counts, deterministic names, freezing by meaning,
-the training model, and weight files (ours, Keras 3, the original's Keras 2 .h5)."""
+"""Networks: shapes, convolution counts, deterministic names, the training model,
+and weight files (ours, Keras 3, the original's Keras 2 .h5)."""
 import h5py
 import keras
 import numpy as np
@@ -7,8 +7,7 @@ import pytest
 
 from yolo3.errors import UserError
 from yolo3.model import tiny_yolo_body, yolo_body
-from yolo3.training import (build_body, compile_model, create_tiny_model, detection_body,
-                            freeze_body_layers)
+from yolo3.training import build_body, compile_model, create_tiny_model, detection_body
 from yolo3.weights import load_weights, save_weights
 from tests.fixtures import TINY_ANCHORS
 
@@ -54,22 +53,6 @@ def test_names_follow_darknet_indexes_and_repeat_across_builds(yolo416):
     tiny = [l.name for l in tiny_yolo_body(keras.Input((None, None, 3)), 3, 80).layers[1:]]
     assert tiny[:5] == ["conv_000", "bn_000", "leaky_000", "maxpool_001", "conv_002"]
     assert "maxpool_011" in tiny and "concat_020" in tiny and "conv_022" in tiny
-
-
-def test_freezing_by_meaning(yolo416):
-    frozen = freeze_body_layers(yolo416, 1)
-    weighted = {l.name for l in yolo416.layers if l.weights and l.name in frozen}
-    assert len([n for n in weighted if n.startswith("conv")]) == 52       # Darknet53
-    assert max(int(n[-3:]) for n in frozen) == 74
-    assert all(n[:4] in ("conv", "bn_0", "leak", "pad_", "add_") for n in frozen)
-    frozen = freeze_body_layers(yolo416, 2)
-    trainable = [l.name for l in yolo416.layers if l.weights and l.trainable]
-    assert trainable == ["conv_081", "conv_093", "conv_105"]
-    tiny = tiny_yolo_body(keras.Input((None, None, 3)), 3, 80)
-    frozen = freeze_body_layers(tiny, 1)
-    assert [n for n in frozen if n.startswith("conv")] == [f"conv_{i:03d}" for i in (0, 2, 4, 6, 8)]
-    freeze_body_layers(tiny, 2)
-    assert [l.name for l in tiny.layers if l.weights and l.trainable] == ["conv_015", "conv_022"]
 
 
 def test_training_model_trains_only_the_unfrozen_layers_and_saves_a_loadable_body(tmp_path):

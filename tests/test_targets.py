@@ -144,3 +144,20 @@ def test_matches_the_original_loop_on_random_boxes(anchors, mask, size):
     theirs = original_loop(boxes, size, anchors, 4, mask)
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_zero_width_row_before_a_valid_box_the_one_difference():
+    # Row 0 has zero width (x 50..50, y 50..80, class 1); row 1 is the box of the
+    # first test: best anchor 6 -> head 0 slot 0, cell (j, i) = (5, 4).
+    boxes = boxes_of([50, 50, 50, 80, 1], [100, 120, 200, 260, 2])
+    ours = preprocess_true_boxes(boxes, (416, 416), YOLO_ANCHORS, 3)
+    valid = np.array([150 / 416, 190 / 416, 100 / 416, 140 / 416, 1, 0, 0, 1], np.float32)
+    np.testing.assert_allclose(ours[0][0, 5, 4, 0], valid, rtol=1e-6)
+    assert ours[0][..., 4].sum() == 1 and ours[1].sum() == 0 and ours[2].sum() == 0
+    # The original takes the valid box's anchor (6: head 0, slot 0) but reads row 0:
+    # centre ((50 + 50) // 2, (50 + 80) // 2) = (50, 65), w 0, h 30, class 1, so cell
+    # i = floor(50 / 416 * 13) = 1, j = floor(65 / 416 * 13) = 2; the valid box is lost.
+    theirs = original_loop(boxes, (416, 416), YOLO_ANCHORS, 3, YOLO_MASK)
+    wrong = np.array([50 / 416, 65 / 416, 0, 30 / 416, 1, 0, 1, 0], np.float32)
+    np.testing.assert_allclose(theirs[0][0, 2, 1, 0], wrong, rtol=1e-6)
+    assert theirs[0][0, 5, 4].sum() == 0 and theirs[0][..., 4].sum() == 1

@@ -3,16 +3,14 @@ import numpy as np
 
 from .atomic import atomic_open
 from .errors import UserError
+from .kinds import KINDS, kind_for_anchors
 
-# Head 1 (stride 32) gets the largest anchors.
-YOLO_MASK = [[6, 7, 8], [3, 4, 5], [0, 1, 2]]
-# The original keras-yolo3 tiny mask: anchor 0 unused, anchor 3 shared. darknet's
-# official yolov3-tiny weights were trained with it, so it stays the default.
-TINY_MASK = [[3, 4, 5], [1, 2, 3]]
+# The default masks (yolo3.kinds holds them): head 1 (stride 32) gets the largest
+# anchors; tiny's is the original keras-yolo3's (anchor 0 unused, anchor 3 shared).
+YOLO_MASK = KINDS["yolov3"].mask()
+TINY_MASK = KINDS["yolov3-tiny"].mask()
 # The mask darknet's current yolov3-tiny.cfg states.
 TINY_MASK_DARKNET = [[3, 4, 5], [0, 1, 2]]
-
-MODEL_KINDS = {9: "YOLOv3 (3 heads)", 6: "tiny-YOLOv3 (2 heads)"}
 
 
 def get_anchors(path):
@@ -37,10 +35,10 @@ def get_anchors(path):
     if len(values) % 2:
         raise UserError(f"{path}: odd number of values ({len(values)}); "
                         "anchors are w,h pairs")
-    count = len(values) // 2
-    if count not in MODEL_KINDS:
-        raise UserError(f"{path}: {count} anchors; expected 9 for YOLOv3 (3 heads) "
-                        "or 6 for tiny-YOLOv3 (2 heads)")
+    try:
+        kind_for_anchors(len(values) // 2)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
     return np.array(values, dtype=np.float32).reshape(-1, 2)
 
 
@@ -64,9 +62,10 @@ def parse_mask(text):
     return mask
 
 
-def check_mask(mask, num_anchors):
-    """Raise UserError unless every head's indexes are valid anchors."""
-    heads = 3 if num_anchors == 9 else 2
+def check_mask(mask, num_anchors, kind=None):
+    """Raise UserError unless the mask has a head per output of the model kind and
+    every index is a valid anchor."""
+    heads = kind_for_anchors(num_anchors, kind).heads
     if len(mask) != heads or any(len(h) == 0 for h in mask):
         raise UserError(f"mask {mask} has {len(mask)} heads; {num_anchors} anchors "
                         f"need {heads}")
@@ -77,10 +76,9 @@ def check_mask(mask, num_anchors):
     return mask
 
 
-def anchor_masks(num_anchors, tiny_mask=None):
-    """The mask for a model with `num_anchors` anchors (9 = YOLOv3, 6 = tiny)."""
-    if num_anchors == 9:
-        return check_mask(tiny_mask, 9) if tiny_mask is not None else YOLO_MASK
-    if num_anchors == 6:
-        return check_mask(tiny_mask, 6) if tiny_mask is not None else TINY_MASK
-    raise UserError(f"{num_anchors} anchors; expected 9 (YOLOv3) or 6 (tiny-YOLOv3)")
+def anchor_masks(num_anchors, mask=None, kind=None):
+    """`mask` checked, or the default mask of the model kind (by default the one
+    `num_anchors` anchors mean: 9 = YOLOv3, 6 = tiny-YOLOv3)."""
+    if mask is not None:
+        return check_mask(mask, num_anchors, kind)
+    return kind_for_anchors(num_anchors, kind).mask()

@@ -878,18 +878,21 @@ def save_converted(model, path, as_weights, missing=()):
 
 
 def load_yolo_model(path, anchors, mask, num_classes):
-    """A YOLOv3 / tiny-YOLOv3 detection body from a .keras file (a training model
+    """A detection body of any kind (yolo3.kinds) from a .keras file (a training model
     gives its detection body) or a weights file (every layer must get weights)."""
-    from .model import tiny_yolo_body, yolo_body
-    from .weights import load_weights
+    from .kinds import kind_for_anchors, kind_of_names
+    from .weights import load_weights, read_weights
     if path.endswith(".keras"):
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
         if any(layer.name == "yolo_loss" for layer in model.layers):  # a training model
             from .training import detection_body
             model = detection_body(model)
         return model
-    body = yolo_body if len(anchors) == 9 else tiny_yolo_body
-    model = body(keras.Input((None, None, 3), name="image"), len(mask[0]), num_classes)
+    # the kind from the file's layer names (an SPP file is SPP), else the anchors'
+    kind = kind_of_names(read_weights(path)) or kind_for_anchors(len(anchors))
+    kind_for_anchors(len(anchors), kind.name)
+    model = kind.builder(keras.Input((None, None, 3), name="image"), len(mask[0]),
+                         num_classes)
     loaded, skipped = load_weights(model, path, skip_mismatch=False)
     if skipped:
         raise UserError(f"{path}: no weights for "

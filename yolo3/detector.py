@@ -20,8 +20,9 @@ from .annotation_file import get_classes
 from .detector_options import DEFAULTS
 from .errors import UserError
 from .images import open_image
+from .kinds import KINDS, kind_for_anchors, kind_of_body, kind_of_names
 from .model import decode_batch, non_max_suppression
-from .training import build_body, detection_body
+from .training import detection_body
 from .utils import letterbox_image
 from .weights import load_weights, read_weights
 
@@ -50,18 +51,18 @@ def model_input_size(value):
 
 
 def _describe(num_anchors, num_classes):
-    heads = 3 if num_anchors == 9 else 2
-    per_head = num_anchors // heads
-    return heads, per_head * (num_classes + 5)
+    heads = kind_for_anchors(num_anchors).heads
+    return heads, num_anchors // heads * (num_classes + 5)
 
 
 def _describe_file(path, body):
     """'it has 2 heads of 255 channels' from the output convolutions in the file."""
     stored = read_weights(path, body)
-    for names in (("conv_081", "conv_093", "conv_105"), ("conv_015", "conv_022")):
-        if all(n in stored and stored[n] for n in names):
-            return f"it has {len(names)} heads of {stored[names[0]][0].shape[-1]} channels"
-    return "its layers differ from a YOLOv3 or tiny-YOLOv3 body"
+    kind = kind_of_names(name for name, values in stored.items() if values)
+    if kind is None:
+        return f"its layers differ from a {' or '.join(k.label for k in KINDS.values())} body"
+    return (f"it has {kind.heads} heads of "
+            f"{stored[kind.output_convs[0]][0].shape[-1]} channels")
 
 
 def _mismatch(model_path, found, anchors_path, num_anchors, classes_path, num_classes):
@@ -74,9 +75,11 @@ def _mismatch(model_path, found, anchors_path, num_anchors, classes_path, num_cl
 
 
 def load_body(model_path, anchors_path, num_anchors, classes_path, num_classes,
-              input_shape=(None, None)):
+              input_shape=(None, None), kind=None):
     """The detection body from a .keras file (safe mode) or a weights file of any
-    format yolo3.weights reads; checks it against the anchors and classes."""
+    format yolo3.weights reads; checks it against the anchors and classes. The
+    model kind comes from the file's layer names; for a file without darknet
+    names (the original's Keras 2 .h5), `kind` or the one the anchor count means."""
     path = str(model_path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: model file not found")
@@ -97,12 +100,15 @@ def load_body(model_path, anchors_path, num_anchors, classes_path, num_classes,
         if tuple(model.input_shape[1:3]) in ((None, None), tuple(input_shape)):
             return model
         # A body saved at another fixed size: same layers (by name) at this size.
-        body = build_body(num_anchors, num_classes, input_shape)
+        body = kind_of_body(model).build(num_classes, input_shape)
         for layer in body.layers:
             if layer.weights:
                 layer.set_weights(model.get_layer(layer.name).get_weights())
         return body
-    body = build_body(num_anchors, num_classes, input_shape)
+    stored_kind = kind_of_names(read_weights(path))
+    if stored_kind is not None and stored_kind.num_anchors != num_anchors:
+        raise _mismatch(path, _describe_file(path, None), *args)
+    body = (stored_kind or kind_for_anchors(num_anchors, kind)).build(num_classes, input_shape)
     _, skipped = load_weights(body, path, skip_mismatch=True)
     if skipped:   # a layer absent from the file or of another shape
         raise _mismatch(path, _describe_file(path, body), *args)

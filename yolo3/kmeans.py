@@ -15,6 +15,7 @@ from .annotation_file import read_annotations
 from .atomic import atomic_path
 from .errors import UserError
 from .images import image_size
+from .kinds import counts_text, kind_for_anchors
 
 UPDATES = ("median", "mean")
 # restarts=None: many for small data sets, where a run costs little and k-means'
@@ -384,9 +385,10 @@ def head_names(k, mask, input_wh):
         if mask is not None:
             raise
         return None
+    strides = kind_for_anchors(k).strides
     names = []
     for anchor in range(k):
-        heads = [f"{input_wh[0] // (32 >> h)}x{input_wh[1] // (32 >> h)}"
+        heads = [f"{input_wh[0] // strides[h]}x{input_wh[1] // strides[h]}"
                  for h, head in enumerate(masks) if anchor in head]
         names.append(" + ".join(heads) if heads else "none (unused by the mask)")
     return names
@@ -405,7 +407,7 @@ def anchor_report(wh, anchors, mask=None, input_wh=(416, 416)):
         lines.append(f"  {index:2d}  {int(w):>4d},{int(h):<4d}  {count:7d}  "
                      f"{count / len(wh):6.1%}  {head}")
     if heads is None:
-        lines.append(f"note: train.py takes 9 (YOLOv3) or 6 (tiny-YOLOv3) anchors, not {k}")
+        lines.append(f"note: train.py takes {counts_text()} anchors, not {k}")
     else:
         lost = sum(int(c) for c, h in zip(stats.counts, heads) if h.startswith("none"))
         if lost:

@@ -1,176 +1,22 @@
-"""YOLOv3 and tiny-YOLOv3 in Keras 3: networks, decoding, training targets, loss.
+"""YOLOv3, YOLOv3-SPP and tiny-YOLOv3 in Keras 3: networks, decoding, training
+targets, loss.
 
-Keeps the public API of keras-yolo3's yolo3/model.py. The networks, the decoding
-(yolo_head ... yolo_boxes_and_scores) and the loss use keras.ops only, so they run on
-every Keras backend; non-max suppression is the one backend-specific step.
-
-Layer names follow the darknet layer index of yolov3.cfg / yolov3-tiny.cfg:
-conv_NNN, bn_NNN, leaky_NNN (convolutional layer NNN), pad_NNN (the top-left padding
-of stride-2 convolution NNN), add_NNN (shortcut), concat_NNN (two-layer route),
-upsample_NNN, maxpool_NNN. Pretrained weights, checkpoints and converted darknet files
-load by these names.
+Keeps the public API of keras-yolo3's yolo3/model.py; the networks live in
+yolo3.networks (darknet layer names, see there) and are re-exported here. The
+networks, the decoding (yolo_head ... yolo_boxes_and_scores) and the loss use
+keras.ops only, so they run on every Keras backend; non-max suppression is the one
+backend-specific step.
 """
-import re
-
 import numpy as np
 import keras
 from keras import layers, ops
 
 from .anchors import YOLO_MASK, TINY_MASK, anchor_masks
+from .kinds import kind_for_anchors
+from .networks import (DarknetConv2D, DarknetConv2D_BN_Leaky, darknet_body,
+                       make_last_layers, resblock_body, spp_block, tiny_yolo_body,
+                       yolo_body, yolo_spp_body)
 from .utils import compose
-
-L2_DECAY = 5e-4
-YOLO_OUTPUT_CONVS = ("conv_081", "conv_093", "conv_105")
-TINY_OUTPUT_CONVS = ("conv_015", "conv_022")
-DARKNET53_LAST_LAYER = 74   # the last shortcut of Darknet53 in yolov3.cfg
-TINY_BODY_LAST_LAYER = 8    # tiny's 256-channel feature map (the original's 20 layers)
-
-
-class LayerIndex:
-    """Hands out darknet layer indexes in cfg order, for deterministic layer names."""
-
-    def __init__(self, start=0):
-        self.next_index = start
-
-    def take(self):
-        index = self.next_index
-        self.next_index += 1
-        return index
-
-    def skip(self, count=1):
-        """Darknet layers without a Keras layer ([yolo], one-layer [route])."""
-        self.next_index += count
-
-
-def _name(prefix, index):
-    return None if index is None else f"{prefix}_{index:03d}"
-
-
-def DarknetConv2D(*args, index=None, **kwargs):
-    """Conv2D with darknet's L2 decay and padding (stride 2: 'valid' after a
-    ZeroPadding2D of one row on top and one column on the left)."""
-    conv_kwargs = {"kernel_regularizer": keras.regularizers.L2(L2_DECAY)}
-    strides = kwargs.get("strides", (1, 1))
-    conv_kwargs["padding"] = "valid" if tuple(np.broadcast_to(strides, 2)) == (2, 2) else "same"
-    conv_kwargs.update(kwargs)
-    conv = layers.Conv2D(*args, name=_name("conv", index), **conv_kwargs)
-    if conv_kwargs["padding"] == "valid" and tuple(np.broadcast_to(strides, 2)) == (2, 2):
-        return compose(layers.ZeroPadding2D(((1, 0), (1, 0)), name=_name("pad", index)), conv)
-    return conv
-
-
-def DarknetConv2D_BN_Leaky(*args, index=None, **kwargs):
-    """DarknetConv2D without bias, then BatchNormalization and LeakyReLU(0.1)."""
-    kwargs = {"use_bias": False, **kwargs}
-    return compose(
-        DarknetConv2D(*args, index=index, **kwargs),
-        layers.BatchNormalization(name=_name("bn", index)),
-        layers.LeakyReLU(negative_slope=0.1, name=_name("leaky", index)))
-
-
-def _take(index):
-    return None if index is None else index.take()
-
-
-def resblock_body(x, num_filters, num_blocks, index=None):
-    """A stride-2 3x3 convolution, then num_blocks x [1x1 f/2, 3x3 f, shortcut]."""
-    x = DarknetConv2D_BN_Leaky(num_filters, (3, 3), strides=(2, 2), index=_take(index))(x)
-    for _ in range(num_blocks):
-        y = DarknetConv2D_BN_Leaky(num_filters // 2, (1, 1), index=_take(index))(x)
-        y = DarknetConv2D_BN_Leaky(num_filters, (3, 3), index=_take(index))(y)
-        x = layers.Add(name=_name("add", _take(index)))([x, y])
-    return x
-
-
-def _darknet_stages(x, index=None):
-    """Darknet53 (52 convolutions); returns the 256-, 512- and 1024-channel maps
-    (strides 8, 16, 32), the skip connections of yolo_body."""
-    x = DarknetConv2D_BN_Leaky(32, (3, 3), index=_take(index))(x)
-    x = resblock_body(x, 64, 1, index)
-    x = resblock_body(x, 128, 2, index)
-    stride8 = resblock_body(x, 256, 8, index)
-    stride16 = resblock_body(stride8, 512, 8, index)
-    stride32 = resblock_body(stride16, 1024, 4, index)
-    return stride8, stride16, stride32
-
-
-def darknet_body(x, index=None):
-    """Darknet53 body: 52 convolutions, output stride 32."""
-    return _darknet_stages(x, index)[2]
-
-
-def make_last_layers(x, num_filters, out_filters, index=None):
-    """Five alternating 1x1/3x3 convolutions (-> x), then 3x3 and a linear 1x1 with
-    bias giving the head's raw output (-> y)."""
-    for size, filters in ((1, num_filters), (3, num_filters * 2), (1, num_filters),
-                          (3, num_filters * 2), (1, num_filters)):
-        x = DarknetConv2D_BN_Leaky(filters, (size, size), index=_take(index))(x)
-    y = DarknetConv2D_BN_Leaky(num_filters * 2, (3, 3), index=_take(index))(x)
-    y = DarknetConv2D(out_filters, (1, 1), index=_take(index))(y)
-    return x, y
-
-
-def _upsample_and_join(x, skip, filters, index):
-    """[route -4 back to x], 1x1 conv, upsample x2, route-concat with the skip map."""
-    if index is not None:
-        index.skip(2)   # the head's [yolo] and the one-layer [route]
-    x = DarknetConv2D_BN_Leaky(filters, (1, 1), index=_take(index))(x)
-    x = layers.UpSampling2D(2, name=_name("upsample", _take(index)))(x)
-    return layers.Concatenate(name=_name("concat", _take(index)))([x, skip])
-
-
-def yolo_body(inputs, num_anchors, num_classes):
-    """YOLOv3: three heads at strides 32, 16, 8, each with num_anchors anchors."""
-    index = LayerIndex()
-    out_filters = num_anchors * (num_classes + 5)
-    stride8, stride16, stride32 = _darknet_stages(inputs, index)
-    x, y1 = make_last_layers(stride32, 512, out_filters, index)
-    x = _upsample_and_join(x, stride16, 256, index)
-    x, y2 = make_last_layers(x, 256, out_filters, index)
-    x = _upsample_and_join(x, stride8, 128, index)
-    x, y3 = make_last_layers(x, 128, out_filters, index)
-    return keras.Model(inputs, [y1, y2, y3], name="yolo_body")
-
-
-def tiny_yolo_body(inputs, num_anchors, num_classes):
-    """tiny-YOLOv3: two heads at strides 32 and 16 (13 convolutions)."""
-    index = LayerIndex()
-    out_filters = num_anchors * (num_classes + 5)
-
-    def conv(filters, size):
-        return DarknetConv2D_BN_Leaky(filters, (size, size), index=index.take())
-
-    def maxpool(strides):
-        return layers.MaxPooling2D(2, strides, padding="same",
-                                   name=_name("maxpool", index.take()))
-
-    # Layers are created in darknet order, so each takes the next index.
-    x = inputs
-    for filters in (16, 32, 64, 128):
-        x = conv(filters, 3)(x)
-        x = maxpool(2)(x)
-    x1 = conv(256, 3)(x)
-    x = maxpool(2)(x1)
-    x = conv(512, 3)(x)
-    x = maxpool(1)(x)
-    x = conv(1024, 3)(x)
-    x2 = conv(256, 1)(x)
-    y1 = conv(512, 3)(x2)
-    y1 = DarknetConv2D(out_filters, (1, 1), index=index.take())(y1)
-    x = _upsample_and_join(x2, x1, 128, index)
-    y2 = conv(256, 3)(x)
-    y2 = DarknetConv2D(out_filters, (1, 1), index=index.take())(y2)
-    return keras.Model(inputs, [y1, y2], name="tiny_yolo_body")
-
-
-_DARKNET_NAME = re.compile(r"(conv|bn|leaky|pad|add|concat|upsample|maxpool)_(\d{3})")
-
-
-def darknet_index(layer_name):
-    """The darknet layer index in a deterministic layer name ('conv_081' -> 81);
-    None for other layers (the input, Keras's automatic names)."""
-    match = _DARKNET_NAME.fullmatch(layer_name)
-    return int(match.group(2)) if match else None
 
 
 # ---------------------------------------------------------------------------
@@ -338,11 +184,19 @@ def yolo_eval(yolo_outputs, anchors, num_classes, image_shape, max_boxes=20,
 def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=None):
     """Boxes (m, T, 5) as x_min, y_min, x_max, y_max, class in input pixels (rows
     with zero width are padding) -> y_true, one (m, h/s, w/s, len(mask[l]), 5 + C)
-    array per head, holding relative x, y, w, h, objectness 1 and the class bits."""
+    array per head, holding relative x, y, w, h, objectness 1 and the class bits.
+
+    The original's arrays, with one difference: when a zero-width row stands before
+    a valid box of the same image, the original's loop writes the wrong row. It
+    finds the best anchors of the valid boxes only, then reads box t of the
+    unfiltered array for the t-th valid box: the zero-width row's cell, x, y, w, h
+    and class go to the valid box's anchor slot, and the valid box is lost. Here
+    each valid box is written in its own cell."""
     true_boxes = np.array(true_boxes, dtype="float32")
     input_shape = np.array(input_shape, dtype="int32")
     anchors = np.asarray(anchors, dtype="float32")
     anchor_mask = anchor_masks(len(anchors), mask)
+    strides = kind_for_anchors(len(anchors)).strides
     num_layers = len(anchor_mask)
     batch = true_boxes.shape[0]
 
@@ -361,7 +215,7 @@ def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=No
 
     y_true = []
     for head in range(num_layers):
-        grid = input_shape // {0: 32, 1: 16, 2: 8}[head]
+        grid = input_shape // strides[head]
         y_true.append(np.zeros((batch, grid[0], grid[1], len(anchor_mask[head]),
                                 5 + num_classes), dtype="float32"))
 
@@ -558,7 +412,7 @@ class YoloLoss(layers.Layer):
 
 __all__ = [
     "DarknetConv2D", "DarknetConv2D_BN_Leaky", "resblock_body", "darknet_body",
-    "make_last_layers", "yolo_body", "tiny_yolo_body", "yolo_head", "yolo_correct_boxes",
+    "make_last_layers", "spp_block", "yolo_body", "yolo_spp_body", "tiny_yolo_body", "yolo_head", "yolo_correct_boxes",
     "yolo_boxes_and_scores", "yolo_eval", "yolo_eval_batch", "decode_batch",
     "non_max_suppression", "preprocess_true_boxes", "box_iou", "yolo_loss", "YoloLoss",
     "compose", "YOLO_MASK", "TINY_MASK",

@@ -5,45 +5,46 @@ import numpy as np
 from keras import ops
 
 from .anchors import anchor_masks
-from .model import (DARKNET53_LAST_LAYER, TINY_BODY_LAST_LAYER, TINY_OUTPUT_CONVS,
-                    YOLO_OUTPUT_CONVS, YoloLoss, darknet_index, tiny_yolo_body, yolo_body)
+from .kinds import KINDS, get_kind, kind_for_anchors, kind_of_body
+from .model import YoloLoss
+from .networks import darknet_index
 from .weights import load_weights
 
-IGNORE_THRESH = {False: 0.5, True: 0.7}   # YOLOv3, tiny
-HEAD_STRIDES = (32, 16, 8)
+# By is_tiny(body), for code that predates the kinds; a kind's own is kind.ignore_thresh.
+IGNORE_THRESH = {False: KINDS["yolov3"].ignore_thresh, True: KINDS["yolov3-tiny"].ignore_thresh}
 
 
 def is_tiny(body):
-    """True for a tiny-YOLOv3 body (two heads)."""
-    return len(body.outputs) == 2
+    """True for a tiny-YOLOv3 body."""
+    return kind_of_body(body) is KINDS["yolov3-tiny"]
 
 
 def output_conv_names(body):
     """The output convolutions (the layers that depend on the class count)."""
-    return TINY_OUTPUT_CONVS if is_tiny(body) else YOLO_OUTPUT_CONVS
+    return kind_of_body(body).output_convs
 
 
-def build_body(num_anchors, num_classes, input_shape=(None, None)):
-    """yolo_body for 9 anchors, tiny_yolo_body for 6, on an input named 'image'."""
-    image = keras.Input(shape=(*input_shape, 3), name="image")
-    builder = yolo_body if num_anchors == 9 else tiny_yolo_body
-    return builder(image, len(anchor_masks(num_anchors)[0]), num_classes)
+def build_body(num_anchors, num_classes, input_shape=(None, None), kind=None):
+    """The body of the model kind (by default the one `num_anchors` anchors mean:
+    yolo_body for 9, tiny_yolo_body for 6) on an input named 'image'."""
+    return kind_for_anchors(num_anchors, kind).build(num_classes, input_shape)
 
 
 def freeze_body_layers(body, level):
     """Freeze by meaning and return the frozen layer names.
-    level 1: the Darknet53 body (tiny: its layers up to the 256-channel map);
+    level 1: the backbone (Darknet53; tiny: its layers up to the 256-channel map);
     level 2: everything except the output convolutions; 0: nothing."""
     if level not in (0, 1, 2):
         raise ValueError(f"freeze_body must be 0, 1 or 2 (got {level})")
-    last = TINY_BODY_LAST_LAYER if is_tiny(body) else DARKNET53_LAST_LAYER
-    outputs = set(output_conv_names(body))
+    kind = kind_of_body(body)
+    outputs = set(kind.output_convs)
     frozen = []
     for layer in body.layers:
         index = darknet_index(layer.name)
         if index is None:
             continue
-        freeze = (level == 1 and index <= last) or (level == 2 and layer.name not in outputs)
+        freeze = ((level == 1 and index <= kind.last_backbone_layer)
+                  or (level == 2 and layer.name not in outputs))
         layer.trainable = not freeze
         if freeze:
             frozen.append(layer.name)
@@ -56,20 +57,25 @@ def unfreeze_all(model):
         layer.trainable = True
 
 
-def _create(input_shape, anchors, num_classes, load_pretrained, freeze_body,
-            weights_path, mask, ignore_thresh, tiny):
+def create_training_model(kind, input_shape, anchors, num_classes, load_pretrained=True,
+                          freeze_body=2, weights_path=None, mask=None, ignore_thresh=None):
+    """The training model of a model kind (a ModelKind or its name):
+    Model([image, *y_true], loss), not compiled. weights_path and ignore_thresh
+    default to the kind's."""
+    kind = get_kind(kind)
     anchors = np.asarray(anchors, "float32")
     num_anchors = len(anchors)
-    mask = anchor_masks(num_anchors, mask)
+    kind_for_anchors(num_anchors, kind.name)      # the anchor count must fit the kind
+    mask = anchor_masks(num_anchors, mask, kind.name)
+    weights_path = kind.default_weights if weights_path is None else weights_path
     h, w = input_shape
-    body = build_body(num_anchors, num_classes, (h, w))
-    kind = "tiny-YOLOv3" if tiny else "YOLOv3"
-    print(f"Create {kind} model with {num_anchors} anchors and {num_classes} classes.")
+    body = kind.build(num_classes, (h, w))
+    print(f"Create {kind.label} model with {num_anchors} anchors and {num_classes} classes.")
     y_true = [keras.Input(shape=(h // s, w // s, len(mask[l]), num_classes + 5),
                           name=f"y_true_{l}")
-              for l, s in enumerate(HEAD_STRIDES[:len(mask)])]
+              for l, s in enumerate(kind.strides)]
     if load_pretrained:
-        loaded, skipped = load_weights(body, weights_path, output_layers=output_conv_names(body))
+        loaded, skipped = load_weights(body, weights_path, output_layers=kind.output_convs)
         print(f"Load weights {weights_path}: {len(loaded)} layers loaded"
               + (f", {len(skipped)} skipped ({', '.join(n for n, _ in skipped)})" if skipped else ""))
     if freeze_body in (1, 2):
@@ -78,7 +84,7 @@ def _create(input_shape, anchors, num_classes, load_pretrained, freeze_body,
         print(f"Freeze {len(frozen.intersection(weighted))} of {len(weighted)} layers "
               f"with weights (freeze_body={freeze_body}).")
     if ignore_thresh is None:
-        ignore_thresh = IGNORE_THRESH[tiny]
+        ignore_thresh = kind.ignore_thresh
     loss = YoloLoss(anchors, num_classes, ignore_thresh, mask, name="yolo_loss")(
         [*body.outputs, *y_true])
     return keras.Model([body.input, *y_true], loss, name="yolo_train")
@@ -87,25 +93,26 @@ def _create(input_shape, anchors, num_classes, load_pretrained, freeze_body,
 def create_model(input_shape, anchors, num_classes, load_pretrained=True, freeze_body=2,
                  weights_path="model_data/yolo_weights.h5", mask=None, ignore_thresh=None):
     """YOLOv3 training model: Model([image, *y_true], loss) (not compiled)."""
-    return _create(input_shape, anchors, num_classes, load_pretrained, freeze_body,
-                   weights_path, mask, ignore_thresh, tiny=False)
+    return create_training_model("yolov3", input_shape, anchors, num_classes,
+                                 load_pretrained, freeze_body, weights_path, mask,
+                                 ignore_thresh)
 
 
 def create_tiny_model(input_shape, anchors, num_classes, load_pretrained=True, freeze_body=2,
                       weights_path="model_data/tiny_yolo_weights.h5", mask=None,
                       ignore_thresh=None):
     """tiny-YOLOv3 training model: Model([image, *y_true], loss) (not compiled)."""
-    return _create(input_shape, anchors, num_classes, load_pretrained, freeze_body,
-                   weights_path, mask, ignore_thresh, tiny=True)
+    return create_training_model("yolov3-tiny", input_shape, anchors, num_classes,
+                                 load_pretrained, freeze_body, weights_path, mask,
+                                 ignore_thresh)
 
 
 def detection_body(training_model):
     """The detection body inside a training model, sharing its weights:
-    Model(image, head outputs) with the layer names of yolo_body/tiny_yolo_body."""
-    heads = len(training_model.inputs) - 1
-    outputs = training_model.get_layer("yolo_loss").input[:heads]
-    return keras.Model(training_model.inputs[0], outputs,
-                       name="tiny_yolo_body" if heads == 2 else "yolo_body")
+    Model(image, head outputs) with the layer and model names of its kind's body."""
+    kind = kind_of_body(training_model)
+    outputs = training_model.get_layer("yolo_loss").input[:kind.heads]
+    return keras.Model(training_model.inputs[0], outputs, name=kind.builder.__name__)
 
 
 def yolo_loss_metric(y_true, y_pred):
