@@ -1,25 +1,26 @@
-"""Train YOLOv3 or tiny-YOLOv3 on your annotations with the original keras-yolo3
-two-stage schedule: stage 1 trains the unfrozen layers (Adam 1e-3, 50 epochs),
-stage 2 trains every layer (Adam 1e-4, to epoch 100, ReduceLROnPlateau and
-EarlyStopping). The model kind follows the anchors file: 9 anchors = YOLOv3,
-6 = tiny-YOLOv3.
+"""Train YOLOv3, YOLOv3-SPP or tiny-YOLOv3 on your annotations with the original
+keras-yolo3 two-stage schedule: stage 1 trains the unfrozen layers (Adam 1e-3, 50
+epochs), stage 2 trains every layer (Adam 1e-4, to epoch 100, ReduceLROnPlateau and
+EarlyStopping). The model follows the anchors file (9 anchors = YOLOv3, 6 =
+tiny-YOLOv3) unless --model names it (yolov3-spp: 9 anchors too).
 
     python train.py --annotations train.txt --classes model_data/voc_classes.txt
     python train.py --demo            # synthetic shapes, tiny-YOLOv3, about 5 minutes
 """
 import dataclasses
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from yolo3.cli import SIZE_HELP, Parser, input_size, non_negative_int, quiet_tensorflow
 
-from yolo3.anchors import get_anchors
-from yolo3.annotation_file import get_classes
-from yolo3.batches import data_generator, data_generator_wrapper
-from yolo3.cli import SIZE_HELP, Parser, input_size, non_negative_int
-from yolo3.errors import run_cli
-from yolo3.trainer import TrainConfig, describe_outputs, run_training
-from yolo3.training import create_model, create_tiny_model
+quiet_tensorflow()   # before the imports below load TensorFlow
+
+from yolo3.anchors import get_anchors  # noqa: E402
+from yolo3.annotation_file import get_classes  # noqa: E402
+from yolo3.batches import data_generator, data_generator_wrapper  # noqa: E402
+from yolo3.errors import run_cli  # noqa: E402
+from yolo3.kinds import NAMES as KIND_NAMES  # noqa: E402
+from yolo3.trainer import TrainConfig, describe_outputs, run_training  # noqa: E402
+from yolo3.training import create_model, create_tiny_model  # noqa: E402
 
 __all__ = ["get_classes", "get_anchors", "create_model", "create_tiny_model",
            "data_generator", "data_generator_wrapper", "main"]
@@ -37,12 +38,15 @@ def build_parser():
         "per line")
     add("--classes", help="class names, one per line")
     add("--anchors", help="anchors file `w,h, w,h, ...` in input pixels; 9 anchors train "
-        "YOLOv3, 6 tiny-YOLOv3")
+        "YOLOv3 (or --model yolov3-spp), 6 tiny-YOLOv3")
+    add("--model", choices=KIND_NAMES, help="the network; default: by the anchor count "
+        "(9: yolov3, 6: yolov3-tiny)")
     add("--mask", help="anchor mask, heads separated by '/', e.g. 3,4,5/0,1,2; default: "
-        "6,7,8/3,4,5/0,1,2 for YOLOv3, 3,4,5/1,2,3 (the original's) for tiny")
+        "the model's: 6,7,8/3,4,5/0,1,2 for YOLOv3 and SPP, 3,4,5/1,2,3 (the "
+        "original's) for tiny")
     add("--weights", help="pretrained weights loaded by layer name; 'none' trains from "
-        "scratch; default: model_data/yolo_weights.h5 (9 anchors) or "
-        "model_data/tiny_yolo_weights.h5 (6), from scratch when that file is absent")
+        "scratch; default: the model's file in model_data/ (yolo_weights.h5, "
+        "tiny_yolo_weights.h5, yolo_spp_weights.h5), from scratch when it is absent")
     add("--log-dir", help="folder for checkpoints, logs and final weights")
     add("--input-size", dest="input_shape", type=input_size, metavar="SIZE",
         help=f"network input size: {SIZE_HELP}")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import convert
-from darknet_files import random_weights
-from test_targets import YOLO_ANCHORS
+from tests.fixtures import YOLO_ANCHORS
+from tests.fixtures.darknet import random_weights
 from yolo3 import darknet
 from yolo3.errors import UserError, run_cli
 from yolo3.kinds import KINDS, NAMES, kind_for_anchors, kind_of_body, kind_of_names

@@ -31,12 +31,12 @@ def trained_model(seed=1, epochs=2):
     return model
 
 
-FINGERPRINT = run_fingerprint(["a", "b"], np.array([[10, 14], [23, 27]], np.float32),
-                              [(1,), (0,)], (64, 96))
+FINGERPRINT = run_fingerprint("yolov3-tiny", ["a", "b"], np.array([[10, 14], [23, 27]], np.float32),
+                               [(1,), (0,)], (64, 96))
 
 
 def test_fingerprint_survives_json():
-    assert FINGERPRINT == {"classes": ["a", "b"], "anchors": [[10, 14], [23, 27]],
+    assert FINGERPRINT == {"model": "yolov3-tiny", "classes": ["a", "b"], "anchors": [[10, 14], [23, 27]],
                            "mask": [[1], [0]], "input_shape": [64, 96]}
     assert json.loads(json.dumps(FINGERPRINT)) == FINGERPRINT
 

@@ -14,6 +14,7 @@ import train
 from yolo3.demo import make_dataset
 from yolo3.distribute import has_accelerator, use_xla
 from yolo3.errors import UserError, run_cli
+from yolo3.kinds import KINDS
 from yolo3.model import tiny_yolo_body
 from yolo3.trainer import TrainConfig, Trainer, _weights_choice, plan_stages, split_lines
 from yolo3.weights import load_weights, read_weights, save_weights
@@ -220,7 +221,7 @@ def test_default_plan_is_the_seeds():
 def test_missing_default_weights_trains_from_scratch_unfrozen(tmp_path, monkeypatch,
                                                               capsys):
     monkeypatch.chdir(tmp_path)
-    assert _weights_choice(TrainConfig(), 6) == (None, 0)
+    assert _weights_choice(TrainConfig(), KINDS["yolov3-tiny"]) == (None, 0)
     assert "model_data/tiny_yolo_weights.h5 not found" in capsys.readouterr().out
 
 
@@ -241,6 +242,20 @@ def test_cli_errors_exit_2_with_one_line(data, tmp_path, capsys, argv, message):
     assert run_cli(train.main, args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_model_flag_chooses_the_kind_and_must_fit_the_anchors(data, tmp_path, capsys):
+    # 6 anchors: tiny by default and when named; naming a 9-anchor kind is an error
+    trainer = Trainer(config(data, tmp_path, model="yolov3-tiny"), verbose=0)
+    assert trainer.kind is KINDS["yolov3-tiny"]
+    assert trainer.resume_store.fingerprint["model"] == "yolov3-tiny"
+    args = ["--annotations", data["annotations"], "--classes", data["classes"],
+            "--anchors", data["anchors"], "--log-dir", str(tmp_path / "spp"),
+            "--model", "yolov3-spp"]
+    assert run_cli(train.main, args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "6 anchors" in err
+    assert "yolov3-spp" in train.build_parser().format_help()
 
 
 def test_flags_are_the_config_fields_with_its_defaults():

@@ -3,11 +3,11 @@
 detection_body."""
 import pytest
 
-from test_targets import TINY_ANCHORS, YOLO_ANCHORS
+from tests.fixtures import TINY_ANCHORS, YOLO_ANCHORS
 from yolo3.errors import UserError
-from yolo3.kinds import KINDS
+from yolo3.kinds import KINDS, kind_of_body
 from yolo3.training import (create_tiny_model, create_training_model, detection_body,
-                            freeze_body_layers, is_tiny, output_conv_names)
+                            freeze_body_layers)
 
 OUTPUTS = {"yolov3": ["conv_081", "conv_093", "conv_105"],
            "yolov3-spp": ["conv_088", "conv_100", "conv_112"],
@@ -34,8 +34,8 @@ def test_freezing_by_meaning(body):
     assert all(not body.get_layer(n).trainable for n in frozen)
     freeze_body_layers(body, 2)
     assert [l.name for l in body.layers if l.weights and l.trainable] == OUTPUTS[name]
-    assert list(output_conv_names(body)) == OUTPUTS[name]
-    assert is_tiny(body) == (name == "yolov3-tiny")
+    assert list(kind_of_body(body).output_convs) == OUTPUTS[name]
+    assert kind_of_body(body).name == name
     freeze_body_layers(body, 0)
     assert all(l.trainable for l in body.layers)
     with pytest.raises(ValueError, match="0, 1 or 2"):

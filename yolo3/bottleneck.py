@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import atomic_path
 from .augment import get_random_data
 from .model import YoloLoss, preprocess_true_boxes
-from .training import IGNORE_THRESH, is_tiny, output_conv_names
+from .kinds import kind_of_body
 
 MAX_BOXES = 20
 
@@ -24,7 +24,7 @@ MAX_BOXES = 20
 def feature_model(body):
     """image -> the inputs of the output convolutions (all from frozen layers)."""
     return keras.Model(body.input, [body.get_layer(n).input
-                                    for n in output_conv_names(body)])
+                                    for n in kind_of_body(body).output_convs])
 
 
 def head_model(body, anchors, num_classes, mask):
@@ -33,7 +33,7 @@ def head_model(body, anchors, num_classes, mask):
     features come as the cache's float16; the convolutions cast them (in the
     graph, far faster than numpy's float16 -> float32)."""
     features, outputs, y_true = [], [], []
-    for i, name in enumerate(output_conv_names(body)):
+    for i, name in enumerate(kind_of_body(body).output_convs):
         conv = body.get_layer(name)
         feature = keras.Input(shape=tuple(conv.input.shape[1:]), dtype="float16",
                               name=f"features_{i}")
@@ -42,7 +42,7 @@ def head_model(body, anchors, num_classes, mask):
         outputs.append(output)
         y_true.append(keras.Input(shape=(*output.shape[1:3], len(mask[i]),
                                          num_classes + 5), name=f"y_true_{i}"))
-    loss = YoloLoss(anchors, num_classes, IGNORE_THRESH[is_tiny(body)], mask,
+    loss = YoloLoss(anchors, num_classes, kind_of_body(body).ignore_thresh, mask,
                     max_true_boxes=MAX_BOXES, name="yolo_loss")([*outputs, *y_true])
     return keras.Model([*features, *y_true], loss, name="yolo_bottleneck")
 

@@ -3,7 +3,7 @@ puts it back, and the sweep of temporaries a killed writer left behind.
 
 Saved in <log dir>/train_state/: the body's weights, the optimizer's variables
 and state.json (epoch, stage, learning rate, the states of the callbacks that
-carry over between stages, and a fingerprint of the run: classes, anchors,
+carry over between stages, and a fingerprint of the run: model kind, classes, anchors,
 mask, input shape). The weights and optimizer files are written first under
 epoch-numbered names, then the JSON naming them, each atomically, so a kill at
 any moment leaves a consistent state behind."""
@@ -23,10 +23,10 @@ STATE_DIR = "train_state"
 STATE_FILE = "state.json"
 
 
-def run_fingerprint(class_names, anchors, mask, input_shape):
+def run_fingerprint(kind, class_names, anchors, mask, input_shape):
     """What a resumed run must share with the saved one (JSON types, so that it
     compares equal to the fingerprint read back from state.json)."""
-    return {"classes": list(class_names), "anchors": np.asarray(anchors).tolist(),
+    return {"model": kind, "classes": list(class_names), "anchors": np.asarray(anchors).tolist(),
             "mask": [[int(i) for i in head] for head in mask],
             "input_shape": [int(v) for v in input_shape]}
 
@@ -153,7 +153,7 @@ class ResumeStore:
             print(f"--resume: no saved state in {self.folder}; starting fresh")
             return 0, None
         if state.get("fingerprint") != self.fingerprint:
-            raise UserError(f"{self.folder}: the saved run used other classes, anchors, "
+            raise UserError(f"{self.folder}: the saved run used another model, classes, anchors, "
                             "mask or input size; drop --resume or use another --log-dir")
         restore_weights(self.folder, state, self.body)
         for name, callback in self.carried.items():

@@ -23,12 +23,9 @@ from .distribute import check_batch, has_accelerator, make_distribution, use_xla
 from .errors import UserError
 from .evaluation import MapEvaluation
 from .resume import STATE_DIR, ResumeStore, run_fingerprint, stage_end_unsaved
-from .training import (compile_model, create_model, create_tiny_model, detection_body,
-                       unfreeze_all)
+from .kinds import kind_for_anchors
+from .training import compile_model, create_training_model, detection_body, unfreeze_all
 from .weights import save_weights
-
-DEFAULT_WEIGHTS = {9: "model_data/yolo_weights.h5", 6: "model_data/tiny_yolo_weights.h5"}
-
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -37,7 +34,8 @@ class TrainConfig:
     annotations: str = "train.txt"
     classes: str = "model_data/voc_classes.txt"
     anchors: str = "model_data/yolo_anchors.txt"
-    weights: Optional[str] = None        # None: DEFAULT_WEIGHTS; "none": from scratch
+    model: Optional[str] = None          # a kind of yolo3.kinds; None: by the anchors
+    weights: Optional[str] = None        # None: the kind's default; "none": from scratch
     log_dir: str = "logs/000/"
     input_shape: tuple = (416, 416)      # (h, w); --input-size 416 or WIDTHxHEIGHT
     batch_size: int = 32
@@ -156,7 +154,7 @@ def _read_data(cfg, num_classes):
     return train, val, monitor
 
 
-def _weights_choice(cfg, num_anchors):
+def _weights_choice(cfg, kind):
     """(path or None, freeze level): the default file missing -> from scratch,
     nothing frozen; a named file missing -> UserError."""
     if cfg.weights and cfg.weights.lower() == "none":
@@ -167,7 +165,7 @@ def _weights_choice(cfg, num_anchors):
         if not os.path.isfile(cfg.weights):
             raise UserError(f"--weights {cfg.weights}: no such file")
         return cfg.weights, cfg.freeze_body
-    default = DEFAULT_WEIGHTS[num_anchors]
+    default = kind.default_weights
     if not os.path.isfile(default):
         print(f"note: {default} not found: training from scratch with nothing frozen "
               "(convert darknet weights with convert.py to start from pretrained ones)")
@@ -212,13 +210,13 @@ class Trainer:
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose
         self.class_names = get_classes(cfg.classes)
         self.anchors = get_anchors(cfg.anchors)
+        self.kind = kind_for_anchors(len(self.anchors), cfg.model)
         self.mask = anchor_masks(len(self.anchors),
-                                 parse_mask(cfg.mask) if cfg.mask else None)
-        self.tiny = len(self.anchors) == 6
+                                 parse_mask(cfg.mask) if cfg.mask else None, self.kind.name)
         self.input_shape = tuple(cfg.input_shape)
         self.train_lines, self.val_lines, self.monitor = _read_data(
             cfg, len(self.class_names))
-        self.weights_path, self.freeze_body = _weights_choice(cfg, len(self.anchors))
+        self.weights_path, self.freeze_body = _weights_choice(cfg, self.kind)
         self.bottleneck = cfg.bottleneck and self.freeze_body == 2
         if cfg.bottleneck and not self.bottleneck:
             print("note: --bottleneck needs --freeze-body 2 and pretrained weights; "
@@ -229,10 +227,10 @@ class Trainer:
             self.model = self._build_model()
         self.body = detection_body(self.model)
         self.callbacks = self._make_callbacks()
-        self.resume_store = ResumeStore(
-            cfg.log_dir, self.body, run_fingerprint(self.class_names, self.anchors,
-                                                    self.mask, self.input_shape),
-            self.callbacks.carried())
+        fingerprint = run_fingerprint(self.kind.name, self.class_names, self.anchors,
+                                      self.mask, self.input_shape)
+        self.resume_store = ResumeStore(cfg.log_dir, self.body, fingerprint,
+                                        self.callbacks.carried())
         self.outputs = {}
 
     def path(self, name):
@@ -244,11 +242,10 @@ class Trainer:
             keras.mixed_precision.set_global_policy(
                 "mixed_float16" if gpu else "mixed_bfloat16")
         keras.utils.set_random_seed(self.cfg.seed)   # reproducible new layers
-        create = create_tiny_model if self.tiny else create_model
-        return create(self.input_shape, self.anchors, len(self.class_names),
-                      load_pretrained=self.weights_path is not None,
-                      freeze_body=self.freeze_body, weights_path=self.weights_path,
-                      mask=self.mask)
+        return create_training_model(
+            self.kind, self.input_shape, self.anchors, len(self.class_names),
+            load_pretrained=self.weights_path is not None, freeze_body=self.freeze_body,
+            weights_path=self.weights_path, mask=self.mask)
 
     def _make_callbacks(self):
         cfg = self.cfg

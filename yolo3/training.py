@@ -5,24 +5,10 @@ import numpy as np
 from keras import ops
 
 from .anchors import anchor_masks
-from .kinds import KINDS, get_kind, kind_for_anchors, kind_of_body
+from .kinds import get_kind, kind_for_anchors, kind_of_body
 from .model import YoloLoss
 from .networks import darknet_index
 from .weights import load_weights
-
-# By is_tiny(body), for code that predates the kinds; a kind's own is kind.ignore_thresh.
-IGNORE_THRESH = {False: KINDS["yolov3"].ignore_thresh, True: KINDS["yolov3-tiny"].ignore_thresh}
-
-
-def is_tiny(body):
-    """True for a tiny-YOLOv3 body."""
-    return kind_of_body(body) is KINDS["yolov3-tiny"]
-
-
-def output_conv_names(body):
-    """The output convolutions (the layers that depend on the class count)."""
-    return kind_of_body(body).output_convs
-
 
 def build_body(num_anchors, num_classes, input_shape=(None, None), kind=None):
     """The body of the model kind (by default the one `num_anchors` anchors mean:
