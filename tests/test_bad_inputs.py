@@ -288,7 +288,7 @@ def test_anchors_file_with_a_wrong_count_or_value(capsys, data, text, what):
 @pytest.mark.parametrize("size", [100, 0, 48])
 def test_input_size_not_a_multiple_of_32(capsys, data, size):
     assert_user_error(cli(capsys, "train", train_args(data, **{"--input-size": size})),
-                      f"--input-size: {size}: must be a positive multiple of 32")
+                      f"--input-size {size}: must be a positive multiple of 32")
 
 
 def test_bad_flag_value(capsys, data):

@@ -123,7 +123,7 @@ def test_restore_refuses_another_runs_state(tmp_path):
     model = trained_model()
     store(tmp_path, model).save(model, stage=1, epoch=1)
     other = dict(FINGERPRINT, input_shape=[96, 64])
-    with pytest.raises(UserError, match="other classes, anchors, mask or input size"):
+    with pytest.raises(UserError, match="another model, classes, anchors, mask or input size"):
         store(tmp_path, small_model(), other).restore()
 
 
