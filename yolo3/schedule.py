@@ -20,7 +20,8 @@ from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint,
                         restore_optimizer, restore_weights, write_state)
 from .annotation_file import get_classes, read_annotations
 from .batches import YoloDataset
-from .distribute import check_batch, has_accelerator, make_distribution, use_xla
+from .distribute import (check_batch, has_accelerator, make_distribution,
+                         replica_multiple, use_xla)
 from .errors import UserError
 from .evaluation import MapEvaluation, evaluate_detector
 from .training import (compile_model, create_model, create_tiny_model, detection_body,
@@ -313,13 +314,21 @@ class Trainer:
 
     # -- the schedule ------------------------------------------------------------
     def run(self):
+        distribution = make_distribution(self.cfg.strategy)
+        # Several workers: only the chief writes into --log-dir (see distribute.py).
+        copy = [STATE_DIR] if self.cfg.resume else []
+        with distribution.output_folder(self.cfg.log_dir, copy) as folder:
+            self.log_dir, self.state_dir = folder, os.path.join(folder, STATE_DIR)
+            return self.run_schedule(distribution)
+
+    def run_schedule(self, distribution):
         cfg = self.cfg
-        distribution = make_distribution(cfg.strategy)
         self.fingerprint = _fingerprint(cfg, self.class_names, self.anchors, self.mask)
         stages = plan_stages(cfg.freeze_epochs, cfg.epochs, cfg.lr, cfg.unfreeze_lr,
                              cfg.batch_size, cfg.unfreeze_batch_size)
         with distribution.scope():
             self.build()
+        distribution.synchronize_batch_norm(self.model)
         self.stage_boundary = cfg.freeze_epochs
         self.make_callbacks(self.stage_boundary, [])
         start, state = self.load_resume_state()
@@ -378,9 +387,11 @@ class Trainer:
             train = self.dataset(self.train_lines, batch, cfg.augment, first)
             val = None
             if self.val_lines:
-                val_batch = min(batch, len(self.val_lines))
+                val_batch = replica_multiple(min(batch, len(self.val_lines)),
+                                             distribution)
                 val = self.dataset(self.val_lines, val_batch, cfg.augment_validation,
                                    shuffle=False)
+        train, val = distribution.local_batches(train), distribution.local_batches(val)
         with distribution.scope():
             compile_model(model, stage.lr, jit_compile=use_xla(cfg.jit, head_only))
             resumed = state is not None and state["stage"] == stage.number

@@ -1,0 +1,105 @@
+"""One worker of the two-process tests (tests/test_multiworker.py): trains with
+yolo3.schedule on --strategy multiworker and writes what the test checks into
+OUT/worker<i>.npz: the body's final weights and, per training step, a
+fingerprint (the pixel sum) of every image this worker's replica trained on.
+
+    python tests/multiworker_run.py DATA_DIR LOG_DIR OUT [--resume] [--stop-after N]
+
+The cluster comes from TF_CONFIG (TensorFlow) or KERAS_DISTRIBUTION_* (JAX)."""
+import os
+import sys
+
+import keras
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from yolo3.schedule import TrainConfig, Trainer  # noqa: E402
+
+
+class Record(keras.callbacks.Callback):
+    """The body's weights at the end; with --stop-after N, the process dies
+    (os._exit, as a kill would) right after epoch N's resume state is written."""
+
+    def __init__(self, path, stop_after):
+        super().__init__()
+        self.path, self.stop_after = path, stop_after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.stop_after:
+            self.save()
+            os._exit(9)
+
+    def save(self):
+        arrays = {f"w{i:03d}": w for i, w in enumerate(TRAINER.body.get_weights())}
+        arrays["seen"] = np.array(SEEN, np.float64).reshape(-1)
+        np.savez(self.path, **arrays)
+
+    def on_train_end(self, logs=None):
+        self.save()
+
+
+SEEN = []
+
+
+class Probe(keras.layers.Layer):
+    """Identity that records the pixel sum of each image of a training step
+    (inside the compiled step, through the backend's host callback)."""
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            def note(sums):
+                SEEN.extend(sums.numpy().tolist())
+                return np.float32(0)
+            zero = tf.py_function(note, [tf.reduce_sum(images, [1, 2, 3])], tf.float32)
+            zero.set_shape(())
+            return images + zero
+        import jax
+
+        def note(sums):
+            SEEN.extend(np.asarray(sums).tolist())
+        jax.debug.callback(note, images.sum((1, 2, 3)))
+        return images
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def main(data, log_dir, out, resume=False, stop_after=0):
+    global TRAINER
+    cfg = TrainConfig(annotations=os.path.join(data, "annotations.txt"),
+                      classes=os.path.join(data, "classes.txt"),
+                      anchors=os.path.join(data, "anchors.txt"), weights="none",
+                      log_dir=log_dir, input_size=32, batch_size=4,
+                      unfreeze_batch_size=4, freeze_epochs=0, epochs=2, val_split=0.25,
+                      checkpoint_period=1, strategy="multiworker", resume=resume,
+                      augment=False, jit=False, verbose=0)
+    TRAINER = Trainer(cfg)
+    worker = int(os.environ.get("WORKER", "0"))
+    cfg.callbacks = [Record(os.path.join(out, f"worker{worker}.npz"), stop_after)]
+    build = TRAINER.build
+
+    def build_with_probe():
+        build()
+        image = TRAINER.model.inputs[0]
+        probed = Probe(name="probe")(image)
+        loss = TRAINER.model([probed, *TRAINER.model.inputs[1:]])
+        TRAINER.model = keras.Model([image, *TRAINER.model.inputs[1:]],
+                                    keras.layers.Identity(name="yolo_loss")(loss))
+    TRAINER.build = build_with_probe
+    result = TRAINER.run()
+    print("STATUS", result.status, result.epochs_done)
+    return result.status
+
+
+TRAINER = None
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    stop = int(args[args.index("--stop-after") + 1]) if "--stop-after" in args else 0
+    sys.exit(main(args[0], args[1], args[2], "--resume" in args, stop))
