@@ -8,6 +8,7 @@ fingerprint (the pixel sum) of every image this worker's replica trained on.
 The cluster comes from TF_CONFIG (TensorFlow) or KERAS_DISTRIBUTION_* (JAX)."""
 import os
 import sys
+import time
 
 import keras
 import numpy as np
@@ -15,12 +16,13 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from yolo3.schedule import TrainConfig, Trainer  # noqa: E402
+from yolo3.schedule import TrainConfig, Trainer
 
 
 class Record(keras.callbacks.Callback):
-    """The body's weights at the end; with --stop-after N, the process dies
-    (os._exit, as a kill would) right after epoch N's resume state is written."""
+    """The body's weights at the end; with --stop-after N, after epoch N's resume
+    state is written: the record, a file `stopped` beside it, then a wait for
+    the test to kill the process."""
 
     def __init__(self, path, stop_after):
         super().__init__()
@@ -29,7 +31,9 @@ class Record(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == self.stop_after:
             self.save()
-            os._exit(9)
+            with open(self.path + ".stopped", "w"):
+                pass
+            time.sleep(3600)
 
     def save(self):
         arrays = {f"w{i:03d}": w for i, w in enumerate(TRAINER.body.get_weights())}
@@ -63,7 +67,7 @@ class Probe(keras.layers.Layer):
 
         def note(sums):
             SEEN.extend(np.asarray(sums).tolist())
-        jax.debug.callback(note, images.sum((1, 2, 3)))
+        jax.debug.callback(note, images.sum((1, 2, 3)), partitioned=True)
         return images
 
     def compute_output_shape(self, shape):
@@ -78,7 +82,7 @@ def main(data, log_dir, out, resume=False, stop_after=0):
                       log_dir=log_dir, input_size=32, batch_size=4,
                       unfreeze_batch_size=4, freeze_epochs=0, epochs=2, val_split=0.25,
                       checkpoint_period=1, strategy="multiworker", resume=resume,
-                      augment=False, jit=False, verbose=0)
+                      augment=False, verbose=0)
     TRAINER = Trainer(cfg)
     worker = int(os.environ.get("WORKER", "0"))
     cfg.callbacks = [Record(os.path.join(out, f"worker{worker}.npz"), stop_after)]

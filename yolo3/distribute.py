@@ -7,6 +7,7 @@ With several workers (processes) every worker runs the same schedule on the same
 lines; one, the chief, writes the outputs, the others write into a temporary
 folder removed at the end (`Distribution.output_folder`)."""
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -71,7 +72,15 @@ class Distribution:
         if self.is_chief:
             yield log_dir
             return
-        folder = tempfile.mkdtemp(prefix=f"yolo3-worker{self.worker}-")
+        # named after the log dir and the worker, so that a killed run's
+        # folder is found and removed when the worker starts again
+        tag = hashlib.sha256(os.path.abspath(log_dir).encode()).hexdigest()[:12]
+        prefix = f"yolo3-{tag}-worker{self.worker}-"
+        temp_root = tempfile.gettempdir()
+        for name in os.listdir(temp_root):
+            if name.startswith(prefix):
+                shutil.rmtree(os.path.join(temp_root, name), ignore_errors=True)
+        folder = tempfile.mkdtemp(prefix=prefix)
         try:
             for name in copy:
                 if os.path.isdir(os.path.join(log_dir, name)):
@@ -135,7 +144,9 @@ def make_distribution(name="none", devices=None):
             _initialize_jax()
         import jax
         found = devices or keras.distribution.list_devices()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=found))
+        # several processes: each feeds its own share (local_batches)
+        keras.distribution.set_distribution(keras.distribution.DataParallel(
+            devices=found, auto_shard_dataset=False))
         return Distribution(name, None, len(found), jax.process_index(),
                             jax.process_count())
     raise UserError(f"--strategy {name} needs the tensorflow or jax backend "

@@ -6,6 +6,7 @@ A cache is a folder `<name>/` holding the .npy files and `manifest.json`. It is
 built in a temporary folder (files written at their offsets, the manifest last)
 and renamed into place when complete: a killed build leaves only a temporary
 folder, never trusted and removed by the next build."""
+import contextlib
 import json
 import mmap
 import os
@@ -61,14 +62,15 @@ def write_cache(folder, count, specs, chunks):
     try:
         offsets = {key: _open_rows(os.path.join(temp, f"{key}.npy"), shape, dtype, count)
                    for key, (shape, dtype) in specs.items()}
-        handles = {key: open(os.path.join(temp, f"{key}.npy"), "r+b") for key in specs}
-        try:
+        with contextlib.ExitStack() as stack:
+            handles = {key: stack.enter_context(open(os.path.join(temp, f"{key}.npy"),
+                                                     "r+b"))
+                       for key in specs}
             done = 0
             for chunk in chunks:
                 rows = len(next(iter(chunk.values())))
                 for key, values in chunk.items():
-                    shape, dtype = specs[key]
-                    values = np.ascontiguousarray(values, dtype=dtype)
+                    values = np.ascontiguousarray(values, dtype=specs[key][1])
                     handles[key].seek(offsets[key] + done * values[0].nbytes)
                     handles[key].write(values.tobytes())
                 done += rows
@@ -77,9 +79,6 @@ def write_cache(folder, count, specs, chunks):
             for handle in handles.values():
                 handle.flush()
                 os.fsync(handle.fileno())
-        finally:
-            for handle in handles.values():
-                handle.close()
         manifest = {"count": count, "arrays": {k: [list(s), np.dtype(d).str]
                                                for k, (s, d) in specs.items()}}
         with open(os.path.join(temp, MANIFEST), "w", encoding="utf-8") as handle:
