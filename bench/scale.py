@@ -184,10 +184,9 @@ def step_evaluate(annotations, args):
 
 def run_step(name, annotations, args):
     """In this process: the step's result with seconds, peak and base RSS."""
-    import_work = {"cache": "keras", "epoch": "keras", "evaluate": "keras"}
-    if name in import_work:
-        __import__(import_work[name])
-    from yolo3 import annotation_file, schedule  # noqa: F401  (imports not timed)
+    import keras  # noqa: F401  (the imports are not part of the step)
+
+    from yolo3 import annotation_file, schedule  # noqa: F401
     base = current_rss()
     start = time.perf_counter()
     result = globals()[f"step_{name}"](annotations, args)
@@ -237,8 +236,8 @@ def table(results, sizes, args):
         cells += [f"{time_ratio:.2f}", f"{rss_ratio:.2f}"]
         rows.append("| " + " | ".join(cells) + " |")
     last = results[str(sizes[-1])]
-    notes = [f"Pool of {args.pool} generated {args.image_size}x{args.image_size} PNG "
-             f"images, input size {args.input_size}, {os.cpu_count()} CPUs."]
+    notes = [(f"Pool of {args.pool} generated {args.image_size}x{args.image_size} PNG "
+              f"images, input size {args.input_size}, {os.cpu_count()} CPUs.")]
     if "cache" in last:
         notes.append(f"Bottleneck cache at {sizes[-1]:,} lines: "
                      f"{last['cache']['disk_bytes'] / mib:.0f} MiB on disk, one epoch read "
