@@ -5,7 +5,8 @@ splits it over the replicas.
 
 With several workers (processes) every worker runs the same schedule on the same
 lines; one, the chief, writes the outputs, the others write into a temporary
-folder removed at the end (`Distribution.output_folder`)."""
+folder removed at the end (`Distribution.worker_log_dir`)."""
+import atexit
 import contextlib
 import hashlib
 import os
@@ -64,16 +65,14 @@ class Distribution:
             return batches
         return ProcessShare(batches, self.worker, self.workers)
 
-    @contextlib.contextmanager
-    def output_folder(self, log_dir, copy=()):
-        """The folder this worker writes into: `log_dir` on the chief; on another
+    def worker_log_dir(self, log_dir, copy=()):
+        """The folder this worker writes into: `log_dir` on the chief. On another
         worker a temporary folder, holding copies of the chief's `copy`
-        subfolders (what --resume reads), removed at the end."""
+        subfolders (what --resume reads), removed when the process ends; a
+        killed worker's folder is removed when it starts again."""
         if self.is_chief:
-            yield log_dir
-            return
-        # named after the log dir and the worker, so that a killed run's
-        # folder is found and removed when the worker starts again
+            return log_dir
+        # named after the log dir and the worker, so that it is found again
         tag = hashlib.sha256(os.path.abspath(log_dir).encode()).hexdigest()[:12]
         prefix = f"yolo3-{tag}-worker{self.worker}-"
         temp_root = tempfile.gettempdir()
@@ -81,14 +80,11 @@ class Distribution:
             if name.startswith(prefix):
                 shutil.rmtree(os.path.join(temp_root, name), ignore_errors=True)
         folder = tempfile.mkdtemp(prefix=prefix)
-        try:
-            for name in copy:
-                if os.path.isdir(os.path.join(log_dir, name)):
-                    shutil.copytree(os.path.join(log_dir, name),
-                                    os.path.join(folder, name))
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        for name in copy:
+            if os.path.isdir(os.path.join(log_dir, name)):
+                shutil.copytree(os.path.join(log_dir, name), os.path.join(folder, name))
+        return folder
 
 
 class ProcessShare(keras.utils.PyDataset):

@@ -314,15 +314,12 @@ class Trainer:
 
     # -- the schedule ------------------------------------------------------------
     def run(self):
-        distribution = make_distribution(self.cfg.strategy)
-        # Several workers: only the chief writes into --log-dir (see distribute.py).
-        copy = [STATE_DIR] if self.cfg.resume else []
-        with distribution.output_folder(self.cfg.log_dir, copy) as folder:
-            self.log_dir, self.state_dir = folder, os.path.join(folder, STATE_DIR)
-            return self.run_schedule(distribution)
-
-    def run_schedule(self, distribution):
         cfg = self.cfg
+        distribution = make_distribution(cfg.strategy)
+        # several workers: only the chief writes into --log-dir
+        self.log_dir = distribution.worker_log_dir(cfg.log_dir,
+                                                   [STATE_DIR] if cfg.resume else [])
+        self.state_dir = os.path.join(self.log_dir, STATE_DIR)
         self.fingerprint = _fingerprint(cfg, self.class_names, self.anchors, self.mask)
         stages = plan_stages(cfg.freeze_epochs, cfg.epochs, cfg.lr, cfg.unfreeze_lr,
                              cfg.batch_size, cfg.unfreeze_batch_size)
