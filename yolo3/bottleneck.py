@@ -118,11 +118,18 @@ class FeatureBatches(keras.utils.PyDataset):
     def __len__(self):
         return max(1, len(self.boxes) // self.batch_size)
 
+    def order(self):
+        """The epoch's order, drawn once per epoch (not per batch: O(N) each)."""
+        if getattr(self, "_order_epoch", None) != self.epoch:
+            n = len(self.boxes)
+            self._order = (np.random.default_rng([self.seed, self.epoch]).permutation(n)
+                           if self.shuffle else np.arange(n))
+            self._order_epoch = self.epoch
+        return self._order
+
     def __getitem__(self, index):
         n = len(self.boxes)
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n)
-                 if self.shuffle else np.arange(n))
-        picks = order[(index * self.batch_size + np.arange(self.batch_size)) % n]
+        picks = self.order()[(index * self.batch_size + np.arange(self.batch_size)) % n]
         y_true = preprocess_true_boxes(self.boxes[picks], self.input_shape, self.anchors,
                                        self.num_classes, mask=self.mask)
         features = [f[picks] for f in self.features]

@@ -102,8 +102,10 @@ def remove_unfinished(parent, name):
 
 class MappedRows:
     """One .npy file, memory-mapped read-only; `rows(indices)` copies rows out
-    and releases the mapped pages again, so reading a whole epoch keeps only a
-    batch resident (the file stays in the kernel's page cache)."""
+    and releases the mapped pages again (the whole mapping: the kernel maps
+    neighbouring pages on a fault too; releasing costs only what is mapped), so
+    reading a whole epoch keeps only a batch resident; the file stays in the
+    kernel's page cache."""
 
     def __init__(self, path):
         with open(path, "rb") as handle:
