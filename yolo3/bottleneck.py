@@ -4,16 +4,18 @@ BatchNorm runs in inference mode, so the inputs of the output convolutions do
 not change during stage 1. They are computed once per image (letterboxed, no
 augmentation), cached, and stage 1 trains only the output convolutions on them.
 
-The cache (float16, in <log dir>/bottleneck/) is keyed by a hash of the
+The cache (float16 .npy files, memory-mapped, in <log dir>/bottleneck/; see
+yolo3.feature_cache) is keyed by a hash of the
 annotation lines with their image files' sizes and times, the frozen weights,
 the input size and the class names, so a changed input never reuses it."""
 import hashlib
 import os
+import shutil
 
 import keras
 import numpy as np
 
-from .atomic import atomic_path
+from .feature_cache import TEMP_MARK, cached_rows
 from .augment import get_random_data
 from .model import YoloLoss, preprocess_true_boxes
 from .kinds import kind_of_body
@@ -67,41 +69,46 @@ def cache_key(lines, extractor, input_shape, class_names):
     return digest.hexdigest()
 
 
-def compute_features(extractor, lines, input_shape, batch_size=8):
-    """{'f0': (N, h, w, c) float16, ..., 'boxes': (N, MAX_BOXES, 5)}."""
-    parts, boxes = [], []
+def feature_specs(extractor, max_boxes=MAX_BOXES):
+    """{name: (row shape, dtype)} of the cache: 'f0', 'f1'(, 'f2') float16 features
+    of the heads, 'boxes' (max_boxes, 5) float32."""
+    specs = {f"f{i}": (tuple(o.shape[1:]), "float16")
+             for i, o in enumerate(extractor.outputs)}
+    specs["boxes"] = ((max_boxes, 5), "float32")
+    return specs
+
+
+def feature_chunks(extractor, lines, input_shape, batch_size=8):
+    """{'f0': (b, h, w, c) float16, ..., 'boxes': (b, MAX_BOXES, 5)} per batch of
+    lines, in order, with a progress line every tenth of the lines."""
+    step = max(1, len(lines) // 10)
     for start in range(0, len(lines), batch_size):
         chunk = [get_random_data(line, input_shape, random=False, max_boxes=MAX_BOXES)
                  for line in lines[start:start + batch_size]]
-        images = np.stack([image for image, _ in chunk])
-        boxes += [box for _, box in chunk]
-        outputs = extractor.predict_on_batch(images)
+        outputs = extractor.predict_on_batch(np.stack([image for image, _ in chunk]))
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        parts.append([keras.ops.convert_to_numpy(o).astype(np.float16) for o in outputs])
-    arrays = {f"f{i}": np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))}
-    arrays["boxes"] = np.stack(boxes).astype(np.float32)
-    return arrays
+        arrays = {f"f{i}": keras.ops.convert_to_numpy(o).astype(np.float16)
+                  for i, o in enumerate(outputs)}
+        arrays["boxes"] = np.stack([box for _, box in chunk]).astype(np.float32)
+        done = min(start + batch_size, len(lines))
+        if done // step > start // step or done == len(lines):
+            print(f"  {done}/{len(lines)} images", flush=True)
+        yield arrays
 
 
 def cached_features(extractor, lines, input_shape, class_names, folder, label):
-    """Features of `lines`, from the cache when its key matches, else computed and
-    written (atomically); caches of other keys for this label are removed."""
+    """Features of `lines` as {name: memory-mapped rows}: from the cache when its
+    key matches, else computed into it; caches of other keys for this label
+    are removed."""
     key = cache_key(lines, extractor, input_shape, class_names)[:20]
-    path = os.path.join(folder, f"{label}-{key}.npz")
-    if os.path.exists(path):
-        print(f"Bottleneck: reusing cached {label} features {path}")
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    print(f"Bottleneck: computing {label} features of {len(lines)} images ...")
-    arrays = compute_features(extractor, lines, input_shape)
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):
-        if name.startswith(f"{label}-") and name.endswith(".npz"):
-            os.remove(os.path.join(folder, name))
-    with atomic_path(path) as temp:
-        with open(temp, "wb") as handle:
-            np.savez(handle, **arrays)
-    return arrays
+    path = os.path.join(folder, f"{label}-{key}")
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            stale = os.path.join(folder, name)
+            if name.startswith(f"{label}-") and stale != path and TEMP_MARK not in name:
+                (shutil.rmtree if os.path.isdir(stale) else os.remove)(stale)
+    return cached_rows(path, len(lines), feature_specs(extractor),
+                       lambda: feature_chunks(extractor, lines, input_shape), label)
 
 
 class FeatureBatches(keras.utils.PyDataset):
@@ -111,7 +118,7 @@ class FeatureBatches(keras.utils.PyDataset):
     def __init__(self, arrays, batch_size, input_shape, anchors, num_classes, mask,
                  shuffle=True, seed=0, initial_epoch=0):
         super().__init__()
-        self.features = [arrays[f"f{i}"] for i in range(len(arrays) - 1)]
+        self.features = [arrays[f"f{i}"] for i in range(len(arrays) - 1)]  # memory maps
         self.boxes = arrays["boxes"]
         self.batch_size, self.input_shape = batch_size, tuple(input_shape)
         self.anchors, self.num_classes, self.mask = anchors, num_classes, mask
@@ -120,11 +127,18 @@ class FeatureBatches(keras.utils.PyDataset):
     def __len__(self):
         return max(1, len(self.boxes) // self.batch_size)
 
+    def order(self):
+        """The epoch's order, drawn once per epoch (not per batch: O(N) each)."""
+        if getattr(self, "_order_epoch", None) != self.epoch:
+            n = len(self.boxes)
+            self._order = (np.random.default_rng([self.seed, self.epoch]).permutation(n)
+                           if self.shuffle else np.arange(n))
+            self._order_epoch = self.epoch
+        return self._order
+
     def __getitem__(self, index):
         n = len(self.boxes)
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n)
-                 if self.shuffle else np.arange(n))
-        picks = order[(index * self.batch_size + np.arange(self.batch_size)) % n]
+        picks = self.order()[(index * self.batch_size + np.arange(self.batch_size)) % n]
         y_true = preprocess_true_boxes(self.boxes[picks], self.input_shape, self.anchors,
                                        self.num_classes, mask=self.mask)
         features = [f[picks] for f in self.features]

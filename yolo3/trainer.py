@@ -19,7 +19,8 @@ from .batches import YoloDataset
 from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint, ResumableEarlyStopping,
                         ResumableReduceLROnPlateau)
 from .cli import format_size
-from .distribute import check_batch, has_accelerator, make_distribution, use_xla
+from .distribute import (check_batch, has_accelerator, make_distribution,
+                         replica_multiple, use_xla)
 from .errors import UserError
 from .evaluation import MapEvaluation
 from .resume import STATE_DIR, ResumeStore, run_fingerprint, stage_end_unsaved
@@ -221,20 +222,24 @@ class Trainer:
         if cfg.bottleneck and not self.bottleneck:
             print("note: --bottleneck needs --freeze-body 2 and pretrained weights; "
                   "stage 1 trains the whole model instead")
-        os.makedirs(cfg.log_dir, exist_ok=True)
         self.distribution = make_distribution(cfg.strategy)
+        # several workers: only the chief writes into --log-dir
+        self.log_dir = self.distribution.worker_log_dir(
+            cfg.log_dir, [STATE_DIR] if cfg.resume else [])
+        os.makedirs(self.log_dir, exist_ok=True)
         with self.distribution.scope():
             self.model = self._build_model()
+        self.distribution.synchronize_batch_norm(self.model)
         self.body = detection_body(self.model)
         self.callbacks = self._make_callbacks()
         fingerprint = run_fingerprint(self.kind.name, self.class_names, self.anchors,
                                       self.mask, self.input_shape)
-        self.resume_store = ResumeStore(cfg.log_dir, self.body, fingerprint,
+        self.resume_store = ResumeStore(self.log_dir, self.body, fingerprint,
                                         self.callbacks.carried())
         self.outputs = {}
 
     def path(self, name):
-        return os.path.join(self.cfg.log_dir, name)
+        return os.path.join(self.log_dir, name)
 
     def _build_model(self):
         if self.cfg.mixed_precision:
@@ -256,7 +261,7 @@ class Trainer:
                 every=cfg.eval_every, mask=self.mask,
                 best_path=self.path("best_map50.weights.h5"))
         return RunCallbacks(
-            checkpoint=PeriodCheckpoint(self.body, cfg.log_dir, self.monitor,
+            checkpoint=PeriodCheckpoint(self.body, self.log_dir, self.monitor,
                                         cfg.checkpoint_period),
             reduce_lr=ResumableReduceLROnPlateau(monitor=self.monitor, factor=0.1,
                                                  patience=3, verbose=1),
@@ -264,7 +269,7 @@ class Trainer:
                                                   patience=10, verbose=1),
             epoch_log=EpochLog(self.path("training_log.csv"), self.path("loss.png"),
                                cfg.freeze_epochs),
-            nan_guard=NaNGuard(self.body, cfg.log_dir),
+            nan_guard=NaNGuard(self.body, self.log_dir),
             map_evaluation=map_evaluation)
 
     # -- the schedule ------------------------------------------------------------
@@ -276,7 +281,7 @@ class Trainer:
                              cfg.batch_size, cfg.unfreeze_batch_size)
         first, state = self.resume_point()
         if state is not None and state.get("finished"):
-            print(f"--resume: the run in {cfg.log_dir} already finished "
+            print(f"--resume: the run in {self.log_dir} already finished "
                   f"({state['epoch']} epochs)")
             return TrainResult(0, state["epoch"], self.outputs)
         print(f"Train on {len(self.train_lines)} samples, val on {len(self.val_lines)} "
@@ -325,6 +330,8 @@ class Trainer:
         head_only = stage.number == 1 and self.bottleneck
         with self.distribution.scope():
             model, train, val = self.stage_data(batch, first, head_only)
+            train, val = (self.distribution.local_batches(train),
+                          self.distribution.local_batches(val))
             compile_model(model, stage.lr, jit_compile=use_xla(self.cfg.jit, head_only))
             self.resume_store.restore_optimizer(state, stage, first, model)
         print(f"Stage {stage.number}: epochs {first + 1}..{stage.end_epoch}, batch size "
@@ -347,8 +354,9 @@ class Trainer:
         train = self.dataset(self.train_lines, batch, self.cfg.augment, first)
         val = None
         if self.val_lines:
-            val = self.dataset(self.val_lines, min(batch, len(self.val_lines)),
-                               self.cfg.augment_validation, shuffle=False)
+            val_batch = replica_multiple(min(batch, len(self.val_lines)), self.distribution)
+            val = self.dataset(self.val_lines, val_batch, self.cfg.augment_validation,
+                               shuffle=False)
         return self.model, train, val
 
     def dataset(self, lines, batch, augment, epoch=0, shuffle=None):
@@ -368,7 +376,7 @@ class Trainer:
         if run.map_evaluation is not None and not head_only:
             callbacks.append(run.map_evaluation)
         if self.cfg.tensorboard and keras.backend.backend() == "tensorflow":
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=self.cfg.log_dir,
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=self.log_dir,
                                                          write_graph=False))
         run.epoch_log.stage = stage.number
         callbacks += [run.checkpoint, run.epoch_log]
