@@ -5,16 +5,14 @@ fingerprint (the pixel sum) of every image this worker's replica trained on.
 
     python tests/multiworker_run.py DATA_DIR LOG_DIR OUT [--resume] [--stop-after N]
 
-The cluster comes from TF_CONFIG (TensorFlow) or KERAS_DISTRIBUTION_* (JAX)."""
+The cluster comes from TF_CONFIG (TensorFlow) or KERAS_DISTRIBUTION_* (JAX); the
+repository root must be on PYTHONPATH."""
 import os
 import sys
 import time
 
 import keras
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import yolo3.trainer
 from yolo3.trainer import TrainConfig, Trainer
