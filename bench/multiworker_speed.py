@@ -3,7 +3,7 @@ processes (--strategy multiworker, TensorFlow, localhost) for the same global
 batch: tiny-YOLOv3 on generated images, the steady-state epoch time (the
 median of the epochs after the first) in images per second.
 
-    python bench/multiworker_speed.py [--images 64] [--batch 8] [--input-size 96]
+    python -m bench.multiworker_speed [--images 64] [--batch 8] [--input-size 96]
 
 On one machine both workers share its cores, so this shows the cost of the
 collectives and the duplicated input work, not the gain of a second machine."""
@@ -18,7 +18,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 WORKER = """
 import json, os, sys, time

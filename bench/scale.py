@@ -22,7 +22,7 @@ each line with its own random boxes (so the box sizes are distinct, as in a
 real data set). Writes a markdown table (--out) with the time per 1000 lines
 and each step's growth from the second size to the last (1.0 = linear).
 
-    python bench/scale.py [--sizes 1000,10000,100000] [--out scale.md] [--json r.json]
+    python -m bench.scale [--sizes 1000,10000,100000] [--out scale.md] [--json r.json]
 """
 import argparse
 import json
@@ -36,7 +36,6 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 STEPS = ("validate", "epoch", "cache", "kmeans", "evaluate")
 NUM_CLASSES = 3
@@ -141,7 +140,6 @@ def step_cache(annotations, args):
 def step_kmeans(annotations, args):
     import contextlib
     import io
-    sys.path.insert(0, ROOT)
     import kmeans
     with contextlib.redirect_stdout(io.StringIO()) as out:
         kmeans.main([annotations, "-k", "6", "--input-size", str(args.input_size),
@@ -203,7 +201,8 @@ def measure(name, annotations, args):
          "--work", args.work, "--input-size", str(args.input_size),
          "--batches", str(args.batches)],
         capture_output=True, text=True, check=False,
-        env=dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3"))
+        env=dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="",
+                 TF_CPP_MIN_LOG_LEVEL="3"))
     lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"step {name} failed:\n{done.stderr[-3000:]}")
