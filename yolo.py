@@ -1,10 +1,12 @@
 """Detect objects in images or a video with a YOLOv3 / tiny-YOLOv3 model, or export
-the detector (SavedModel + .keras body).
+the detector (SavedModel + .keras body, .tflite, .onnx).
 
     python yolo.py --model tiny.weights.h5 --anchors model_data/tiny_yolo_anchors.txt \\
         --image photos/ 'more/*.jpg' --output out/ --json detections.jsonl
     python yolo.py --video in.mp4 --video-output out.mp4
     python yolo.py --export exported/
+    python yolo.py --export tiny-int8.tflite --quantize int8 --calibration train.txt
+    python yolo.py --model tiny-int8.tflite --image photos/
 """
 import argparse
 import contextlib
@@ -19,6 +21,7 @@ from yolo3.atomic import atomic_open, atomic_path
 from yolo3.detector import DEFAULTS, YOLO, parse_input_size
 from yolo3.errors import UserError, run_cli
 from yolo3.images import open_image
+from yolo3.runtimes import exported_suffix
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -27,7 +30,9 @@ def add_model_arguments(parser, score=DEFAULTS["score"], max_boxes=DEFAULTS["max
     """The model flags shared by yolo.py and evaluate.py."""
     parser.add_argument("--model", default=DEFAULTS["model_path"],
                         help="weights (.weights.h5, .h5 from convert.py/train.py or the "
-                             "original tool) or a .keras body (default: %(default)s)")
+                             "original tool), a .keras body, or a .tflite / .onnx file from "
+                             "--export, which carries its anchors, mask, classes and input "
+                             "size (those flags are then not used) (default: %(default)s)")
     parser.add_argument("--anchors", default=DEFAULTS["anchors_path"],
                         help="anchors file; 9 anchors = YOLOv3, 6 = tiny (default: %(default)s)")
     parser.add_argument("--classes", default=DEFAULTS["classes_path"],
@@ -56,6 +61,9 @@ def make_detector(args):
         raise UserError(f"--score and --iou must be in [0, 1] (got {args.score}, {args.iou})")
     if args.max_boxes < 1 or args.batch_size < 1:
         raise UserError("--max-boxes and --batch-size must be >= 1")
+    if exported_suffix(args.model):
+        return YOLO(model_path=args.model, score=args.score, iou=args.iou,
+                    max_boxes=args.max_boxes, batch_size=args.batch_size)
     return YOLO(model_path=args.model, anchors_path=args.anchors, classes_path=args.classes,
                 score=args.score, iou=args.iou,
                 model_image_size=parse_input_size(args.input_size),
@@ -219,9 +227,20 @@ def build_parser():
                         help="write the annotated video here (mp4v codec)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="stop the video after this many frames (default: all)")
-    parser.add_argument("--export", metavar="DIR",
-                        help="write DIR/saved_model (TensorFlow SavedModel: image batch -> "
+    parser.add_argument("--export", metavar="PATH",
+                        help="FILE.tflite or FILE.onnx: the network (letterboxed image -> "
+                             "raw head outputs; docs/deployment.md); a folder: "
+                             "DIR/saved_model (TensorFlow SavedModel: image batch -> "
                              "boxes, scores, classes, valid_detections) and DIR/body.keras")
+    parser.add_argument("--format", default=None,
+                        help="export format savedmodel, tflite or onnx (default: from the "
+                             "--export suffix)")
+    parser.add_argument("--quantize", default=None,
+                        help=".tflite: none (float32), float16 (weights) or int8 (full "
+                             "integer; needs --calibration) (default: none)")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="int8: annotation file whose images (up to 300) calibrate "
+                             "the ranges, letterboxed as at inference")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar on stderr")
     return parser
@@ -234,6 +253,11 @@ def main(argv=None):
     if args.video_output and not args.video:
         raise UserError("--video-output needs --video")
     paths = expand_images(args.image) if args.image else []
+    if args.export:
+        from yolo3.export import export_request
+        request = export_request(args.export, args.format, args.quantize, args.calibration)
+    elif args.format or args.quantize or args.calibration:
+        raise UserError("--format, --quantize and --calibration need --export")
     yolo = make_detector(args)
     if paths:
         records = detect_images(yolo, paths, args.output, args.json,
@@ -244,9 +268,11 @@ def main(argv=None):
     if args.video:
         detect_video(yolo, args.video, args.video_output, args.max_frames)
     if args.export:
-        from yolo3.export import export
-        saved, body = export(yolo, args.export)
-        print(f"exported {saved} (SavedModel) and {body}")
+        from yolo3.export import export_file
+        written = export_file(yolo, request)
+        print(f"exported ({request.format}"
+              + (f", {request.quantize}" if request.format == "tflite" else "") + "): "
+              + " and ".join(written))
     return 0
 
 
