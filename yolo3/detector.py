@@ -175,15 +175,19 @@ def _compile(body, anchors, num_classes, mask):
     return run
 
 
-def _compile_runtime(runtime, anchors, num_classes, mask):
+def _compile_runtime(runtime, anchors, num_classes, mask, input_size):
     """As _compile for an exported file: its runtime gives the raw head outputs,
-    decode_batch (a tf.function on TensorFlow) decodes them."""
+    decode_batch (traced once on TensorFlow) decodes them."""
     def decode(outputs, shapes):
         return decode_batch(list(outputs), anchors, num_classes, shapes, mask)
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
-        decode = tf.function(decode, reduce_retracing=True)
+        h, w = input_size
+        heads = [tf.TensorSpec((None, h // s, w // s, len(m) * (5 + num_classes)), tf.float32)
+                 for s, m in zip((32, 16, 8), mask)]
+        decode = tf.function(decode, input_signature=[
+            heads, tf.TensorSpec((None, 2), tf.float32)])
 
     def run(images, shapes):
         boxes, scores = decode(runtime(images), shapes)
@@ -243,7 +247,7 @@ class YOLO:
         self.body = None
         self.colors = class_colors(len(self.class_names))
         self._run = _compile_runtime(self.runtime, self.anchors, len(self.class_names),
-                                     self.mask)
+                                     self.mask, self.model_image_size)
 
     def preprocess(self, image):
         """PIL image -> letterboxed float32 (h, w, 3) in [0, 1] (the original's input)."""
