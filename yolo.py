@@ -270,9 +270,7 @@ def main(argv=None):
     if args.export:
         from yolo3.export import export_file
         written = export_file(yolo, request)
-        print(f"exported ({request.format}"
-              + (f", {request.quantize}" if request.format == "tflite" else "") + "): "
-              + " and ".join(written))
+        print(f"exported {' and '.join(written)} ({request.label})")
     return 0
 
 

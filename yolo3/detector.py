@@ -242,7 +242,8 @@ class YOLO:
                             f"classes and input size; do not pass {', '.join(given)}")
         self.runtime = load_runtime(self.model_path)
         meta = self.runtime.metadata
-        self.anchors, self.mask = meta["anchors"], meta["mask"]
+        self.anchors = meta["anchors"]
+        self.mask = anchor_masks(len(self.anchors), meta["mask"])
         self.class_names, self.model_image_size = meta["class_names"], meta["input_size"]
         self.body = None
         self.colors = class_colors(len(self.class_names))

@@ -159,6 +159,13 @@ class ExportRequest(NamedTuple):
     quantize: str
     calibration: tuple = ()
 
+    @property
+    def label(self):
+        """'SavedModel', 'TFLite int8', 'ONNX', ..."""
+        if self.format == "tflite":
+            return f"TFLite {'float32' if self.quantize == 'none' else self.quantize}"
+        return {"savedmodel": "SavedModel and .keras body", "onnx": "ONNX"}[self.format]
+
 
 def _format_of(path, format):
     suffix = os.path.splitext(os.path.normpath(str(path)))[1].lower()
