@@ -99,12 +99,15 @@ def model_files(kind, folder):
                        model_image_size=416)
 
 
-def export_all(kind, flags, folder, calibration):
-    """Every FILES entry written by yolo.py --export; {name: (path, size, seconds)}."""
+def export_all(kind, flags, folder, calibration, skip=()):
+    """The FILES entries not in `skip` written by yolo.py --export;
+    {name: (path, size, seconds)}."""
     import yolo
 
     out = {}
     for label, name, extra in FILES:
+        if f"{kind}:{name}" in skip:
+            continue
         path = os.path.join(folder, f"{kind}-{name}")
         started = time.perf_counter()
         quiet(yolo.main, flags + ["--export", path] + [e.format(cal=calibration) for e in extra])
@@ -207,6 +210,8 @@ def runners(keras_detector, files, photo):
     pixels = np.asarray(photo)[None]
     out["SavedModel"] = (lambda: serve_float(x), lambda: serve_uint8(pixels))
     for label, name, _ in FILES[1:]:
+        if name not in files:
+            continue
         detector = YOLO(model_path=files[name][0])
         out[label] = (lambda d=detector: d.runtime(x),
                       lambda d=detector: d.detect([photo], batch_size=1))
@@ -237,14 +242,14 @@ def speed(calls, repeats):
             for label, t in times.items()}
 
 
-def bench(kind, folder, repeats):
+def bench(kind, folder, repeats, skip=()):
     from yolo3.images import open_image
 
     print(f"{kind}: exporting", flush=True)
     flags, keras_detector = model_files(kind, folder)
     calibration = os.path.join(COCO, "train.txt")
     files = export_all(kind, flags, folder, calibration if kind == "tiny"
-                       else first_lines(calibration, FULL_CALIBRATION, folder))
+                       else first_lines(calibration, FULL_CALIBRATION, folder), skip)
     result = {"files": {name: {"bytes": size, "export_s": seconds}
                         for name, (_, size, seconds) in files.items()}}
     result["files"]["keras"] = {"bytes": file_size(flags[1])}
@@ -278,7 +283,7 @@ def table(results):
         for name in ("f32.tflite", "f16.tflite", "int8.tflite", "f32.onnx"):
             r, c = tiny["parity"]["raccoon test"][name], tiny["parity"]["coco128"][name]
             lines.append(
-                f"| {names[name]} | {r['max_abs']:.2g} | {c['max_abs']:.2g} | "
+                f"| {names[name]} | {r['max_abs']:.2e} | {c['max_abs']:.2e} | "
                 f"{r['same_detections'] + c['same_detections']}/{r['images'] + c['images']} | "
                 f"{100 * acc[name]['AP']:.2f} | {100 * acc[name]['AP50']:.2f} |")
         lines.append("")
@@ -301,6 +306,9 @@ def main(argv=None):
                    help="comma-separated: tiny, full (default: tiny,full)")
     p.add_argument("--repeats", type=int, default=20,
                    help="timed rounds after two warm-up calls (default: 20)")
+    p.add_argument("--skip", default="", metavar="MODEL:FILE,...",
+                   help="files not to export or time, e.g. full:f32.onnx (tiny needs all; "
+                        "default: none)")
     p.add_argument("--keep", metavar="DIR", help="write the exported files here and keep them "
                    "(default: a temporary folder)")
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "export.json"),
@@ -321,7 +329,7 @@ def main(argv=None):
           else tempfile.TemporaryDirectory(prefix="bench-export-")) as folder:
         os.makedirs(folder, exist_ok=True)
         for kind in models:
-            results["models"][kind] = bench(kind, folder, a.repeats)
+            results["models"][kind] = bench(kind, folder, a.repeats, a.skip.split(","))
             results["load_average_end"] = os.getloadavg()
             with atomic_open(a.json, "w", encoding="utf-8") as handle:
                 json.dump(results, handle, indent=2)
