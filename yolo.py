@@ -1,10 +1,12 @@
 """Detect objects in images or a video with a YOLOv3 / tiny-YOLOv3 model, or export
-the detector (SavedModel + .keras body).
+the detector (SavedModel + .keras body, .tflite, .onnx).
 
     python yolo.py --model tiny.weights.h5 --anchors model_data/tiny_yolo_anchors.txt \\
         --image photos/ 'more/*.jpg' --output out/ --json detections.jsonl
     python yolo.py --video in.mp4 --video-output out.mp4
     python yolo.py --export exported/
+    python yolo.py --export tiny-int8.tflite --quantize int8 --calibration train.txt
+    python yolo.py --model tiny-int8.tflite --image photos/
 """
 import contextlib
 import glob
@@ -185,9 +187,20 @@ def build_parser():
                         help="write the annotated video here (mp4v codec)")
     parser.add_argument("--max-frames", type=positive_int, default=None,
                         help="stop the video after this many frames (default: all)")
-    parser.add_argument("--export", metavar="DIR",
-                        help="write DIR/saved_model (TensorFlow SavedModel: image batch -> "
+    parser.add_argument("--export", metavar="PATH",
+                        help="FILE.tflite or FILE.onnx: the network (letterboxed image -> "
+                             "raw head outputs; docs/deployment.md); a folder: "
+                             "DIR/saved_model (TensorFlow SavedModel: image batch -> "
                              "boxes, scores, classes, valid_detections) and DIR/body.keras")
+    parser.add_argument("--format", default=None,
+                        help="export format savedmodel, tflite or onnx (default: from the "
+                             "--export suffix)")
+    parser.add_argument("--quantize", default=None,
+                        help=".tflite: none (float32), float16 (weights) or int8 (full "
+                             "integer; needs --calibration) (default: none)")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="int8: annotation file whose images (up to 300) calibrate "
+                             "the ranges, letterboxed as at inference")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (one is shown on a terminal)")
     return parser
@@ -202,6 +215,11 @@ def main(argv=None):
     paths = expand_images(args.image) if args.image else []
     progress = False if args.no_progress else None
     quiet_tensorflow()
+    if args.export:
+        from yolo3.export import export_request
+        request = export_request(args.export, args.format, args.quantize, args.calibration)
+    elif args.format or args.quantize or args.calibration:
+        raise UserError("--format, --quantize and --calibration need --export")
     yolo = make_detector(args)
     if paths:
         records = detect_images(yolo, paths, args.output, args.json, progress)
@@ -211,9 +229,9 @@ def main(argv=None):
     if args.video:
         detect_video(yolo, args.video, args.video_output, args.max_frames, progress)
     if args.export:
-        from yolo3.export import export
-        saved, body = export(yolo, args.export)
-        print(f"exported {saved} (SavedModel) and {body}")
+        from yolo3.export import export_file
+        written = export_file(yolo, request)
+        print(f"exported {' and '.join(written)} ({request.label})")
     return 0
 
 

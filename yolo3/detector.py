@@ -3,7 +3,9 @@ in images in batches, draw labelled boxes.
 
 The forward pass and the decoding (yolo3.model.decode_batch) are compiled once per
 detector (tf.function, or jax.jit on the JAX backend); per-class non-max suppression
-then runs per image on numpy (yolo3.model.non_max_suppression).
+then runs per image on numpy (yolo3.model.non_max_suppression). A .tflite or .onnx
+file from yolo3.export runs the forward pass in its runtime (yolo3.runtimes) with
+the same preprocessing, decoding and NMS.
 """
 import colorsys
 import importlib
@@ -22,6 +24,7 @@ from .errors import UserError
 from .images import open_image
 from .kinds import KINDS, kind_for_anchors, kind_of_body, kind_of_names
 from .model import decode_batch, non_max_suppression
+from .runtimes import exported_suffix, load_runtime
 from .training import detection_body
 from .utils import letterbox_image
 from .weights import load_weights, read_weights
@@ -167,10 +170,35 @@ def _compile(body, anchors, num_classes, mask):
     return run
 
 
+def _compile_runtime(runtime, anchors, num_classes, mask, input_size):
+    """As _compile for an exported file: its runtime gives the raw head outputs,
+    decode_batch (traced once on TensorFlow) decodes them."""
+    def decode(outputs, shapes):
+        return decode_batch(list(outputs), anchors, num_classes, shapes, mask)
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        h, w = input_size
+        heads = [tf.TensorSpec((None, h // s, w // s, len(m) * (5 + num_classes)), tf.float32)
+                 for s, m in zip((32, 16, 8), mask)]
+        decode = tf.function(decode, input_signature=[
+            heads, tf.TensorSpec((None, 2), tf.float32)])
+
+    def run(images, shapes):
+        boxes, scores = decode(runtime(images), shapes)
+        return keras.ops.convert_to_numpy(boxes), keras.ops.convert_to_numpy(scores)
+    return run
+
+
+FROM_FILE = ("anchors_path", "classes_path", "mask", "model_image_size")
+
+
 class YOLO:
     """Detector with the original's defaults; any of DEFAULTS can be overridden by
     keyword (e.g. YOLO(model_path=..., score=0.5)). `body` gives an in-memory model
-    instead of model_path (used during training).
+    instead of model_path (used during training). A .tflite or .onnx model_path
+    carries its anchors, mask, classes and input size (FROM_FILE options are then
+    an error); `body` is None and `runtime` runs the file.
 
     The original's attributes keep working: model_path, anchors_path, classes_path,
     score, iou, model_image_size, gpu_num, class_names, anchors, colors,
@@ -191,11 +219,15 @@ class YOLO:
             raise TypeError(f"unknown YOLO option(s): {sorted(unknown)}")
         self.__dict__.update(DEFAULTS)
         self.__dict__.update(kwargs)
-        self.model_image_size = model_input_size(self.model_image_size)
         if self.gpu_num != 1:
             warnings.warn(f"gpu_num={self.gpu_num}: detection runs on one device "
                           "(the original replicated the model with multi_gpu_model)",
                           stacklevel=2)
+        self.runtime = None
+        if body is None and exported_suffix(self.model_path):
+            self._load_exported(kwargs, class_names, anchors)
+            return
+        self.model_image_size = model_input_size(self.model_image_size)
         self.class_names = (list(class_names) if class_names is not None
                             else get_classes(self.classes_path))
         self.anchors = (np.asarray(anchors, np.float32).reshape(-1, 2) if anchors is not None
@@ -230,6 +262,23 @@ class YOLO:
         self._run = _compile(body, self.anchors, len(self.class_names), self.mask)
 
     yolo_model = body
+
+    def _load_exported(self, kwargs, class_names, anchors):
+        given = sorted(set(kwargs) & set(FROM_FILE)) + [
+            name for name, value in (("class_names", class_names), ("anchors", anchors))
+            if value is not None]
+        if given:
+            raise UserError(f"{self.model_path}: an exported file carries its anchors, mask, "
+                            f"classes and input size; do not pass {', '.join(given)}")
+        self.runtime = load_runtime(self.model_path)
+        meta = self.runtime.metadata
+        self.anchors = meta["anchors"]
+        self.mask = anchor_masks(len(self.anchors), meta["mask"])
+        self.class_names, self.model_image_size = meta["class_names"], meta["input_size"]
+        self._body = None
+        self.colors = class_colors(len(self.class_names))
+        self._run = _compile_runtime(self.runtime, self.anchors, len(self.class_names),
+                                     self.mask, self.model_image_size)
 
     def preprocess(self, image):
         """PIL image -> letterboxed float32 (h, w, 3) in [0, 1] (the original's input)."""

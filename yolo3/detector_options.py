@@ -23,7 +23,9 @@ def add_model_arguments(parser, score=DEFAULTS["score"], max_boxes=DEFAULTS["max
     """The model flags shared by yolo.py and evaluate.py."""
     parser.add_argument("--model", default=DEFAULTS["model_path"],
                         help="weights (.weights.h5, .h5 from convert.py/train.py or the "
-                             "original tool) or a .keras body")
+                             "original tool), a .keras body, or a .tflite / .onnx file from "
+                             "--export, which carries its anchors, mask, classes and input "
+                             "size (those flags are then not used)")
     parser.add_argument("--anchors", default=DEFAULTS["anchors_path"],
                         help="anchors file; 9 anchors = YOLOv3, 6 = tiny")
     parser.add_argument("--classes", default=DEFAULTS["classes_path"],
@@ -45,8 +47,12 @@ def add_model_arguments(parser, score=DEFAULTS["score"], max_boxes=DEFAULTS["max
 def make_detector(args):
     """A YOLO detector from the model flags (imports Keras)."""
     from .detector import YOLO
+    from .runtimes import exported_suffix
     if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
         raise UserError(f"--score and --iou must be in [0, 1] (got {args.score}, {args.iou})")
+    if exported_suffix(args.model):     # the file carries anchors, mask, classes, size
+        return YOLO(model_path=args.model, score=args.score, iou=args.iou,
+                    max_boxes=args.max_boxes, batch_size=args.batch_size)
     return YOLO(model_path=args.model, anchors_path=args.anchors, classes_path=args.classes,
                 score=args.score, iou=args.iou, model_image_size=args.input_size,
                 mask=args.mask, max_boxes=args.max_boxes, batch_size=args.batch_size)

@@ -1,5 +1,7 @@
 """Export a detector: a TensorFlow SavedModel with letterbox, network, decoding and
-per-class NMS inside one fixed signature, and the body as a .keras file.
+per-class NMS inside one fixed signature, and the body as a .keras file; or the
+network alone as a .tflite (float32, float16 or full-integer int8) or .onnx file
+that yolo3.runtimes runs (its docstring states what those files compute).
 
 SavedModel signatures (all images of one call share one size):
   serving_default: images uint8 (B, H, W, 3), RGB 0..255
@@ -11,14 +13,22 @@ SavedModel signatures (all images of one call share one size):
 import os
 import shutil
 import tempfile
+import warnings
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
+from .atomic import atomic_open, atomic_path
 from .errors import UserError
 from .model import decode_batch
+from .runtimes import METADATA_KEY, metadata_text
 
 GREY = 128 / 255.0   # the letterbox background (128, 128, 128)
+FORMATS = ("savedmodel", "tflite", "onnx")
+SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
+QUANTIZE = ("none", "float16", "int8")
+CALIBRATION_IMAGES = 300   # int8: at most this many calibration images
 
 
 def _replace_dir(temp, path):
@@ -136,3 +146,172 @@ def load_saved_model(path):
         return call
     return (wrap(loaded.signatures["serving_default"], tf.uint8),
             wrap(loaded.signatures["serving_float"], tf.float32))
+
+
+# ---------------------------------------------------------------------------
+# One exported file: .tflite, .onnx, or a SavedModel folder
+
+class ExportRequest(NamedTuple):
+    """A checked export: where, which format, which quantisation, and for int8 the
+    calibration image paths."""
+    path: str
+    format: str
+    quantize: str
+    calibration: tuple = ()
+
+    @property
+    def label(self):
+        """'SavedModel', 'TFLite int8', 'ONNX', ..."""
+        if self.format == "tflite":
+            return f"TFLite {'float32' if self.quantize == 'none' else self.quantize}"
+        return {"savedmodel": "SavedModel and .keras body", "onnx": "ONNX"}[self.format]
+
+
+def _format_of(path, format):
+    suffix = os.path.splitext(os.path.normpath(str(path)))[1].lower()
+    implied = SUFFIXES.get(suffix)
+    if format is None:
+        if implied or not suffix or os.path.isdir(path):
+            return implied or "savedmodel"
+        raise UserError(f"{path}: unknown export suffix {suffix!r}: use .tflite, .onnx, or a "
+                        "folder name for a SavedModel (or --format)")
+    if format not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)} (got {format!r})")
+    if implied and implied != format:
+        raise UserError(f"{path}: the suffix {suffix} says {implied}, --format says {format}")
+    return format
+
+
+def _calibration_paths(path, count):
+    """Up to `count` image paths spread evenly over the annotation file `path`."""
+    from .annotation_file import read_annotations
+
+    lines = read_annotations(path, progress=False)
+    step = max(1, len(lines) // count)
+    return tuple(line.path for line in lines[::step][:count])
+
+
+def export_request(path, format=None, quantize=None, calibration=None,
+                   calibration_images=CALIBRATION_IMAGES):
+    """Check the export options before anything is built or written: the format
+    (from --format or the suffix), --quantize (.tflite only; int8 needs a
+    calibration annotation file, read here)."""
+    format = _format_of(path, format)
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UserError(f"--quantize must be one of {', '.join(QUANTIZE)} (got {quantize!r})")
+    if quantize not in (None, "none") and format != "tflite":
+        raise UserError(f"--quantize {quantize} is for .tflite files ({path} is {format})")
+    quantize = quantize or "none"
+    if quantize == "int8" and not calibration:
+        raise UserError("--quantize int8 needs --calibration FILE (an annotation file whose "
+                        "images calibrate the int8 ranges)")
+    if calibration and quantize != "int8":
+        raise UserError("--calibration is only used with --quantize int8")
+    images = _calibration_paths(calibration, calibration_images) if calibration else ()
+    return ExportRequest(str(path), format, quantize, images)
+
+
+def _check_keras(detector):
+    if detector.body is None:
+        raise UserError(f"{detector.model_path}: already an exported file; export from the "
+                        "Keras model (weights or .keras file)")
+
+
+def _metadata(detector, quantize):
+    return metadata_text(detector.anchors, detector.mask, detector.class_names,
+                         detector.model_image_size, quantize)
+
+
+def _input_spec(tf, detector):
+    h, w = detector.model_image_size
+    return tf.TensorSpec((None, h, w, 3), tf.float32, name="images")
+
+
+def _representative(detector, paths):
+    """The int8 calibration data: each image letterboxed exactly as at inference."""
+    from .images import open_image
+
+    def batches():
+        for path in paths:
+            yield [detector.preprocess(open_image(path))[None]]
+    return batches
+
+
+def tflite_bytes(detector, quantize="none", calibration=()):
+    """The body as a .tflite flatbuffer of builtin operators only (no Flex ops):
+    float32, float16 weights, or full integer (int8 weights per channel, int8
+    activations, int8 input and outputs) calibrated on the `calibration` images."""
+    if keras.backend.backend() != "tensorflow":
+        raise UserError("TFLite export needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+    import tensorflow as tf
+
+    body = detector.body
+    with tempfile.TemporaryDirectory(prefix="yolo3-tflite-") as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(body)
+        archive.add_endpoint("serving_default", lambda images: body(images, training=False),
+                             input_signature=[_input_spec(tf, detector)])
+        archive.write_out(folder, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = _representative(detector, calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        content = converter.convert()
+    return _with_tflite_metadata(content, _metadata(detector, quantize))
+
+
+def _with_tflite_metadata(content, text):
+    """The flatbuffer with a metadata buffer named METADATA_KEY holding `text`."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(text.encode("utf-8"), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
+    model.metadata = (model.metadata or []) + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def onnx_model(detector):
+    """The body as an ONNX model (Keras's export, through tf2onnx) with the metadata."""
+    import onnx
+    import tensorflow as tf
+
+    body = detector.body
+    with tempfile.TemporaryDirectory(prefix="yolo3-onnx-") as folder:
+        target = os.path.join(folder, "model.onnx")
+        with warnings.catch_warnings():   # Keras's numpy-2 patch of tf2onnx warns about np.object
+            warnings.simplefilter("ignore", FutureWarning)
+            body.export(target, format="onnx", verbose=False,
+                        input_signature=[_input_spec(tf, detector)])
+        model = onnx.load(target)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, _metadata(detector, "none")
+    return model
+
+
+def export_file(detector, request):
+    """Write what `request` (from export_request) asks for; returns the paths written."""
+    _check_keras(detector)
+    if request.format == "savedmodel":
+        return list(export(detector, request.path))
+    if request.format == "tflite":
+        content = tflite_bytes(detector, request.quantize, request.calibration)
+        with atomic_open(request.path, "wb") as handle:
+            handle.write(content)
+    else:
+        import onnx
+        model = onnx_model(detector)
+        with atomic_path(request.path) as temp:
+            onnx.save(model, temp)
+    return [os.path.abspath(request.path)]
