@@ -42,6 +42,7 @@ print("TIMES " + json.dumps(times))
 
 
 def free_ports(count):
+    """`count` ports free on localhost now (bound to port 0, then released)."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("localhost", 0))

@@ -9,16 +9,9 @@ import keras
 import numpy as np
 import pytest
 
+from tests.fixtures.models import small_model
 from yolo3.callbacks import (EpochLog, NaNGuard, PeriodCheckpoint,
                              ResumableEarlyStopping, ResumableReduceLROnPlateau)
-
-
-def small_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((3,), name="x")
-    hidden = keras.layers.Dense(4, name="conv_001")(inputs)
-    outputs = keras.layers.Dense(1, name="conv_002")(hidden)
-    return keras.Model(inputs, outputs)
 
 
 def test_period_checkpoint_saves_best_every_third_epoch_and_carries_over(tmp_path):

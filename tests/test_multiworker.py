@@ -5,28 +5,18 @@ tests/multiworker_run.py: 2 epochs of tiny-YOLOv3 at 32 px on 16 generated
 images, killed after epoch 1 and continued with --resume."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.multiworker_speed import free_ports
+from tests.fixtures import ROOT
+
 RUN = ROOT / "tests" / "multiworker_run.py"
 TIMEOUT = 240
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def cluster_env(backend, index, ports, tmp):

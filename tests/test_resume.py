@@ -7,20 +7,13 @@ import keras
 import numpy as np
 import pytest
 
+from tests.fixtures.models import small_model
 from yolo3.callbacks import PeriodCheckpoint
 from yolo3.errors import UserError
 from yolo3.resume import (ResumeStore, read_state, restore_optimizer, restore_weights,
                           run_fingerprint, stage_end_unsaved, sweep_temporaries,
                           write_state)
 from yolo3.trainer import Stage
-
-
-def small_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((3,), name="x")
-    hidden = keras.layers.Dense(4, name="conv_001")(inputs)
-    outputs = keras.layers.Dense(1, name="conv_002")(hidden)
-    return keras.Model(inputs, outputs)
 
 
 def trained_model(seed=1, epochs=2):
