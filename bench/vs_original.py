@@ -72,6 +72,7 @@ class OriginalTool:
     def build(self, kind, size, num_classes, stage, anchors):
         import contextlib
         import io
+
         import numpy as np
         make = self.train.create_tiny_model if kind == "tiny" else self.train.create_model
         with contextlib.redirect_stdout(io.StringIO()):
@@ -202,6 +203,7 @@ class Worker:
 def write_batch(path, kind, size, batch, classes):
     """The shared batch (bench.train_step.make_batch) as an .npz the workers load."""
     import numpy as np
+
     from bench.train_step import make_batch
     x, y = make_batch(kind, size, batch, classes)
     np.savez(path, y=y, **{f"x{i}": a for i, a in enumerate(x)})
@@ -239,11 +241,12 @@ def compare_row(workers, row, rounds, steps, classes, folder, profile=False):
     return out
 
 
-def compare(original, rows=ROWS, rounds=3, steps=4, classes=80, profile=False, log=None):
-    """Every row through both workers -> list of per-row dicts (compare_row)."""
+def compare(original, rows=ROWS, rounds=3, steps=4, classes=80, profile=False,
+            log=subprocess.DEVNULL):
+    """Every row through both workers (their stderr to `log`) -> list of per-row
+    dicts (compare_row)."""
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        log = log or open(os.path.join(folder, "workers.log"), "w")
         workers = {"original": Worker("original", original, log),
                    "project": Worker("project", original, log)}
         try:
@@ -299,8 +302,8 @@ def main(argv=None):
         raise UserError(f"--original {a.original}: no yolo3/model.py there "
                         f"(expected a keras-yolo3 checkout)")
     rows = [ROWS[int(i)] for i in a.rows.split(",")]
-    log = open(a.log, "a") if a.log else None
-    results = compare(a.original, rows, a.rounds, a.steps, profile=a.profile, log=log)
+    with open(a.log or os.devnull, "a") as log:
+        results = compare(a.original, rows, a.rounds, a.steps, profile=a.profile, log=log)
     print(f"load average {os.getloadavg()[0]:.1f}")
     for r, row in zip(results, table_rows(results)):
         print(f"{row[0]:36} {row[1]:9} {row[2]:>7} per-round {row[3]:>10}  {row[4]}")

@@ -1,8 +1,8 @@
 """FusedBatchNormalization against keras.layers.BatchNormalization: the same
 weights, outputs, gradients and moving statistics (float32 tolerance)."""
+import keras
 import numpy as np
 import pytest
-import keras
 
 from yolo3.layers import FusedBatchNormalization
 
