@@ -21,7 +21,7 @@ import numpy as np
 
 from .atomic import atomic_open
 from .errors import UserError
-from .layers import FusedBatchNormalization
+from .batchnorm import BatchNormalization
 
 DARKNET_BN_EPS = 1e-6  # darknet: (x - mean) / (sqrt(var) + .000001f)
 KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization default, used by yolo_body
@@ -438,7 +438,7 @@ def _keras_conv(x, layer, bn_epsilon):
                             use_bias=not p["bn"], name="conv_" + name,
                             kernel_regularizer=keras.regularizers.l2(L2_DECAY))(x)
     if p["bn"]:
-        x = FusedBatchNormalization(epsilon=bn_epsilon, name="bn_" + name)(x)
+        x = BatchNormalization(epsilon=bn_epsilon, name="bn_" + name)(x)
     return _keras_activation(x, p["activation"], name)
 
 

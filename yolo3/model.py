@@ -17,7 +17,7 @@ import keras
 from keras import layers, ops
 
 from .anchors import YOLO_MASK, TINY_MASK, anchor_masks
-from .layers import FusedBatchNormalization
+from .batchnorm import BatchNormalization
 from .utils import compose
 
 L2_DECAY = 5e-4
@@ -65,7 +65,7 @@ def DarknetConv2D_BN_Leaky(*args, index=None, **kwargs):
     kwargs = {"use_bias": False, **kwargs}
     return compose(
         DarknetConv2D(*args, index=index, **kwargs),
-        FusedBatchNormalization(name=_name("bn", index)),
+        BatchNormalization(name=_name("bn", index)),
         layers.LeakyReLU(negative_slope=0.1, name=_name("leaky", index)))
 
 

@@ -5,7 +5,9 @@ separate elementwise ops; on TensorFlow one FusedBatchNormV3 (oneDNN on CPU,
 cuDNN on GPU) does both, forward and backward, in a fraction of the time. The
 layer below is keras.layers.BatchNormalization (same arguments, weights, outputs
 and moving statistics) taking that kernel where it applies; elsewhere (JAX,
-torch, masks, renorm, ...) it is the Keras layer unchanged.
+torch, masks, renorm, ...) it is the Keras layer unchanged. It keeps Keras's
+class name, so Keras 3 weight files name its variables as they name Keras's
+(layers/batch_normalization_N/vars) and files of either layer load into the other.
 """
 import keras
 from keras import ops
@@ -35,7 +37,7 @@ def fused_batch_norm(x, gamma, beta, moving_mean, moving_variance, epsilon, trai
 
 
 @keras.saving.register_keras_serializable(package="yolo3")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """keras.layers.BatchNormalization, through TensorFlow's fused kernel when the
     backend is TensorFlow and the layer is plain (4-D input, last axis, scale and
     center, no mask, no renorm, not synchronized, epsilon the kernel accepts)."""

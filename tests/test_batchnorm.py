@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from yolo3.layers import FusedBatchNormalization
+from yolo3.batchnorm import BatchNormalization as FusedBatchNormalization
 
 SHAPE = (3, 5, 4, 6)  # 60 values per channel
 
@@ -130,6 +130,11 @@ def test_weight_files_interchange_with_keras_batchnorm(tmp_path):
     plain.save_weights(tmp_path / "plain.weights.h5")   # a Keras 3 file of plain layers
     load_weights(fused, tmp_path / "plain.weights.h5")
     for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    plain.load_weights(tmp_path / "plain.weights.h5")     # Keras's own loader, both ways
+    fused.save_weights(tmp_path / "fused.weights.h5")
+    plain.load_weights(tmp_path / "fused.weights.h5")
+    for a, b in zip(plain.get_weights(), fused.get_weights()):
         np.testing.assert_array_equal(a, b)
     fused.save(tmp_path / "m.keras")
     assert isinstance(keras.models.load_model(tmp_path / "m.keras").layers[-1],
