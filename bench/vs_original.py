@@ -242,9 +242,9 @@ def compare_row(workers, row, rounds, steps, classes, folder, profile=False):
 
 
 def compare(original, rows=ROWS, rounds=3, steps=4, classes=80, profile=False,
-            log=subprocess.DEVNULL):
+            log=subprocess.DEVNULL, report=None):
     """Every row through both workers (their stderr to `log`) -> list of per-row
-    dicts (compare_row)."""
+    dicts (compare_row), each also given to report() as it comes."""
     results = []
     with tempfile.TemporaryDirectory() as folder:
         workers = {"original": Worker("original", original, log),
@@ -253,6 +253,8 @@ def compare(original, rows=ROWS, rounds=3, steps=4, classes=80, profile=False,
             for row in rows:
                 results.append(compare_row(workers, row, rounds, steps, classes, folder,
                                            profile))
+                if report:
+                    report(results[-1])
         finally:
             for w in workers.values():
                 w.close()
@@ -302,13 +304,16 @@ def main(argv=None):
         raise UserError(f"--original {a.original}: no yolo3/model.py there "
                         f"(expected a keras-yolo3 checkout)")
     rows = [ROWS[int(i)] for i in a.rows.split(",")]
-    with open(a.log or os.devnull, "a") as log:
-        results = compare(a.original, rows, a.rounds, a.steps, profile=a.profile, log=log)
-    print(f"load average {os.getloadavg()[0]:.1f}")
-    for r, row in zip(results, table_rows(results)):
-        print(f"{row[0]:36} {row[1]:9} {row[2]:>7} per-round {row[3]:>10}  {row[4]}")
+
+    def report(r):
+        row = table_rows([r])[0]
+        print(f"{row[0]:36} {row[1]:9} {row[2]:>7} per-round {row[3]:>10}  {row[4]}; "
+              f"load {r['load_average'][0]:.1f}", flush=True)
         if a.profile:
             print_profile(r)
+    with open(a.log or os.devnull, "a") as log:
+        results = compare(a.original, rows, a.rounds, a.steps, profile=a.profile, log=log,
+                          report=report)
     if a.json:
         from yolo3.atomic import atomic_open
         with atomic_open(a.json, "w") as f:
