@@ -20,8 +20,8 @@ import keras
 import numpy as np
 
 from .atomic import atomic_open
-from .errors import UserError
 from .batchnorm import BatchNormalization
+from .errors import UserError
 
 DARKNET_BN_EPS = 1e-6  # darknet: (x - mean) / (sqrt(var) + .000001f)
 KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization default, used by yolo_body
