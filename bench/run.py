@@ -9,6 +9,12 @@ tiny-416 batch 8 and YOLOv3-416 batch 4, stages 1 and 2, XLA on and off, ratio t
 matmul rate), pipeline, bottleneck, detect, kmeans, convert (the other helpers'
 benchmarks, called when present, else skipped with a note). Every figure is a median
 over repeats after a warm-up, with min and max; ratios are taken within this run.
+
+    python bench/run.py --only train --vs-original ~/src/keras-yolo3
+
+--vs-original PATH adds this project's training step against the original
+keras-yolo3's in the checkout at PATH (run under tf_keras; bench/vs_original.py):
+the ratio per model and stage, the two alternating in one run.
 """
 import argparse
 import contextlib
@@ -88,6 +94,14 @@ def sec_train(res, quick):
         keras.backend.clear_session()
         gc.collect()
     return rows
+
+
+def sec_vs_original(res, quick, path):
+    """bench/vs_original.py: the four rows (--quick: tiny stage 2 only)."""
+    from bench.vs_original import ROWS, compare, table_rows
+    res["vs_original"] = compare(path, ROWS[:1] if quick else ROWS,
+                                 rounds=1 if quick else 3, steps=2 if quick else 4)
+    return table_rows(res["vs_original"])
 
 
 def sec_bottleneck(res, quick):
@@ -228,7 +242,14 @@ def main(argv=None):
     p.add_argument("--json", default="", help="write all results to this JSON file (default: none)")
     p.add_argument("--markdown", default="",
                    help="also write the table as markdown to this file (default: none)")
+    p.add_argument("--vs-original", default="", metavar="PATH",
+                   help="also compare the training step with the original keras-yolo3 "
+                        "checked out at PATH (needs tf_keras; default: no comparison)")
     a = p.parse_args(argv)
+    if a.vs_original and not os.path.isfile(os.path.join(a.vs_original, "yolo3", "model.py")):
+        from yolo3.errors import UserError
+        raise UserError(f"--vs-original {a.vs_original}: no yolo3/model.py there "
+                        f"(expected a keras-yolo3 checkout)")
     only = [s for s in a.only.split(",") if s]
     bad = [s for s in only if s not in SECTIONS]
     if bad:
@@ -252,6 +273,10 @@ def main(argv=None):
                          f"see JSON (summary failed: {type(exc).__name__} {exc})")]
         else:
             rows = globals()[f"sec_{section}"](res, a.quick)
+        print_rows(rows)
+        table += rows
+    if a.vs_original:
+        rows = sec_vs_original(res, a.quick, a.vs_original)
         print_rows(rows)
         table += rows
     res["seconds"] = time.perf_counter() - t0

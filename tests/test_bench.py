@@ -201,6 +201,45 @@ def test_convert_bench_writes_a_weights_file_the_size_of_the_cfg(tmp_path):
     assert (tmp_path / "small.weights").stat().st_size == 20 + 4 * SMALL_CFG_FLOATS
 
 
+# ---- the comparison with the original (bench/vs_original.py) ---------------------
+
+class FakeWorker:
+    """Answers build / time like a vs_original worker, logging the calls."""
+
+    def __init__(self, name, step_s, calls):
+        self.name, self.step_s, self.calls = name, step_s, calls
+
+    def ask(self, cmd, **kw):
+        self.calls.append((self.name, cmd))
+        return {"build_s": 1.0} if cmd == "build" else {"samples": [self.step_s.pop(0)] * 3}
+
+
+def test_vs_original_alternates_and_takes_ratios_by_hand(tmp_path):
+    from bench.vs_original import compare_row, table_rows
+    calls = []
+    workers = {"original": FakeWorker("original", [1.0, 2.0], calls),
+               "project": FakeWorker("project", [0.5, 4.0], calls)}
+    r = compare_row(workers, ("tiny", 64, 2, 2), rounds=2, steps=3, classes=3,
+                    folder=str(tmp_path))
+    assert calls == [("original", "build"), ("project", "build"), ("original", "time"),
+                     ("project", "time"), ("original", "time"), ("project", "time")]
+    # batch 2: original 2.0 then 1.0 img/s, project 4.0 then 0.5 img/s
+    assert r["original"]["values"] == [2.0, 1.0] and r["project"]["values"] == [4.0, 0.5]
+    assert r["ratio_per_round"]["values"] == [2.0, 0.5]
+    assert r["ratio_of_means"] == pytest.approx(2.25 / 1.5)
+    row = table_rows([r])[0]
+    assert row[0] == "vs original tiny-64 stage 2 b2" and row[2] == "1.50x"
+    assert row[3] == "0.50-2.00"
+
+
+def test_run_rejects_vs_original_without_checkout(tmp_path, capsys):
+    from bench.run import main
+    from yolo3.errors import run_cli
+    assert run_cli(main, ["--only", "flops", "--vs-original", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --vs-original ") and err.count("\n") == 1
+
+
 # ---- the GPU script on this CPU ---------------------------------------------------
 
 def test_gpu_jax_smoke_on_cpu(tmp_path):

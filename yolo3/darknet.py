@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from .atomic import atomic_open, atomic_path
+from .batchnorm import BatchNormalization
 from .errors import UserError
 from .progress import progress_bar
 
@@ -440,7 +441,7 @@ def _keras_conv(x, layer, bn_epsilon):
                             use_bias=not p["bn"], name="conv_" + name,
                             kernel_regularizer=keras.regularizers.l2(L2_DECAY))(x)
     if p["bn"]:
-        x = keras.layers.BatchNormalization(epsilon=bn_epsilon, name="bn_" + name)(x)
+        x = BatchNormalization(epsilon=bn_epsilon, name="bn_" + name)(x)
     return _keras_activation(x, p["activation"], name)
 
 

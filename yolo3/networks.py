@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from .batchnorm import BatchNormalization
 from .utils import compose
 
 L2_DECAY = 5e-4
@@ -56,7 +57,7 @@ def DarknetConv2D_BN_Leaky(*args, index=None, **kwargs):
     kwargs = {"use_bias": False, **kwargs}
     return compose(
         DarknetConv2D(*args, index=index, **kwargs),
-        layers.BatchNormalization(name=_name("bn", index)),
+        BatchNormalization(name=_name("bn", index)),
         layers.LeakyReLU(negative_slope=0.1, name=_name("leaky", index)))
 
 
