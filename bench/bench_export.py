@@ -3,7 +3,7 @@ parity, accuracy and speed of .tflite (float32, float16, int8), .onnx and the
 SavedModel, for tiny-YOLOv3 (the darknet COCO weights) and YOLOv3 (random weights,
 speed only) at 416x416.
 
-    python bench/bench_export.py [--models tiny,full] [--repeats 20]
+    python -m bench.bench_export [--models tiny,full] [--repeats 20]
         [--keep DIR] [--json bench/results/export.json]
 
 Every file is written by `yolo.py --export` (int8 calibrated on the coco128 images)

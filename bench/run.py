@@ -10,7 +10,7 @@ matmul rate), pipeline, bottleneck, detect, kmeans, convert (the other helpers'
 benchmarks, called when present, else skipped with a note). Every figure is a median
 over repeats after a warm-up, with min and max; ratios are taken within this run.
 
-    python bench/run.py --only train --vs-original ~/src/keras-yolo3
+    python -m bench.run --only train --vs-original ~/src/keras-yolo3
 
 --vs-original PATH adds this project's training step against the original
 keras-yolo3's in the checkout at PATH (run under tf_keras; bench/vs_original.py):

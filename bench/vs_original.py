@@ -1,6 +1,6 @@
 """This project's training step against the original keras-yolo3's, interleaved.
 
-    python bench/vs_original.py --original ~/src/keras-yolo3 --rounds 3
+    python -m bench.vs_original --original ~/src/keras-yolo3 --rounds 3
 
 The original runs from the user's own checkout (its train.py create_model /
 create_tiny_model and yolo_loss, unchanged) under tf_keras (`pip install
