@@ -33,7 +33,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 COCO = os.path.join(SHARED, "data", "coco128-train")
 RACCOON = os.path.join(SHARED, "data", "raccoon")
