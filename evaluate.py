@@ -10,7 +10,7 @@ import sys
 
 from yolo3.annotation_file import read_annotations
 from yolo3.cli import Parser, quiet_tensorflow
-from yolo3.detector_options import add_model_arguments, make_detector
+from yolo3.detector_options import add_model_arguments
 from yolo3.errors import UserError, run_cli
 from yolo3.progress import progress_bar
 
@@ -40,6 +40,7 @@ def main(argv=None):
     quiet_tensorflow()
     from yolo3.evaluation import (evaluate_detector, format_table, plot_pr_curves,  # Keras
                                   write_json)
+    from yolo3.detector import make_detector
     yolo = make_detector(args)
     progress = False if args.no_progress else None
     lines = read_annotations(args.annotations, num_classes=len(yolo.class_names),

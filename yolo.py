@@ -17,7 +17,7 @@ import time
 
 from yolo3.atomic import atomic_open, atomic_path
 from yolo3.cli import Parser, positive_int, quiet_tensorflow
-from yolo3.detector_options import add_model_arguments, make_detector
+from yolo3.detector_options import add_model_arguments
 from yolo3.errors import UserError, run_cli
 from yolo3.images import open_image
 from yolo3.progress import progress_bar
@@ -220,6 +220,7 @@ def main(argv=None):
         request = export_request(args.export, args.format, args.quantize, args.calibration)
     elif args.format or args.quantize or args.calibration:
         raise UserError("--format, --quantize and --calibration need --export")
+    from yolo3.detector import make_detector
     yolo = make_detector(args)
     if paths:
         records = detect_images(yolo, paths, args.output, args.json, progress)

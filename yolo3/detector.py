@@ -343,3 +343,15 @@ class YOLO:
 
     def close_session(self):
         """The original's API; nothing to close in Keras 3."""
+
+
+def make_detector(args):
+    """A YOLO detector from the flags of yolo3.detector_options.add_model_arguments."""
+    if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
+        raise UserError(f"--score and --iou must be in [0, 1] (got {args.score}, {args.iou})")
+    if exported_suffix(args.model):     # the file carries anchors, mask, classes, size
+        return YOLO(model_path=args.model, score=args.score, iou=args.iou,
+                    max_boxes=args.max_boxes, batch_size=args.batch_size)
+    return YOLO(model_path=args.model, anchors_path=args.anchors, classes_path=args.classes,
+                score=args.score, iou=args.iou, model_image_size=args.input_size,
+                mask=args.mask, max_boxes=args.max_boxes, batch_size=args.batch_size)

@@ -3,7 +3,6 @@ and the command-line flags for them that yolo.py and evaluate.py share. Nothing
 here imports Keras, so `--help` and a bad flag answer at once."""
 from .anchors import parse_mask
 from .cli import add_input_size, format_size, positive_int
-from .errors import UserError
 
 DEFAULTS = {
     "model_path": "model_data/yolo.h5",
@@ -42,17 +41,3 @@ def add_model_arguments(parser, score=DEFAULTS["score"], max_boxes=DEFAULTS["max
                         help="at most this many boxes per class and image")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
                         help="images per forward pass")
-
-
-def make_detector(args):
-    """A YOLO detector from the model flags (imports Keras)."""
-    from .detector import YOLO
-    from .runtimes import exported_suffix
-    if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
-        raise UserError(f"--score and --iou must be in [0, 1] (got {args.score}, {args.iou})")
-    if exported_suffix(args.model):     # the file carries anchors, mask, classes, size
-        return YOLO(model_path=args.model, score=args.score, iou=args.iou,
-                    max_boxes=args.max_boxes, batch_size=args.batch_size)
-    return YOLO(model_path=args.model, anchors_path=args.anchors, classes_path=args.classes,
-                score=args.score, iou=args.iou, model_image_size=args.input_size,
-                mask=args.mask, max_boxes=args.max_boxes, batch_size=args.batch_size)

@@ -1,14 +1,21 @@
 """The model kinds (YOLOv3, tiny-YOLOv3, YOLOv3-SPP): one record each, holding
 everything that differs between them, and the lookups from an anchor count, from
 a body and from layer names. Adding a kind is one row of KINDS plus its builder
-(yolo3.networks)."""
+(yolo3.networks). The table loads without Keras: the builders are imported when
+a body is built."""
 import dataclasses
-from collections.abc import Callable
-
-import keras
+import re
 
 from .errors import UserError
-from .networks import darknet_index, tiny_yolo_body, yolo_body, yolo_spp_body
+
+_DARKNET_NAME = re.compile(r"(conv|bn|leaky|pad|add|concat|upsample|maxpool)_(\d{3})")
+
+
+def darknet_index(layer_name):
+    """The darknet layer index in a deterministic layer name ('conv_081' -> 81);
+    None for other layers (the input, Keras's automatic names)."""
+    match = _DARKNET_NAME.fullmatch(layer_name)
+    return int(match.group(2)) if match else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,12 +31,18 @@ class ModelKind:
     last_backbone_layer: int   # freeze_body=1 freezes darknet layers up to this one
     ignore_thresh: float       # the loss's default
     default_weights: str       # pretrained weights, as convert.py names them
-    builder: Callable
+    network: str               # its builder's name in yolo3.networks
 
     def __post_init__(self):
         heads = len(self.strides)
         if not len(self.default_mask) == len(self.output_convs) == heads:
             raise ValueError(f"{self.name}: strides, mask and outputs disagree on heads")
+
+    @property
+    def builder(self):
+        """`builder(inputs, anchors_per_head, num_classes)` -> the body."""
+        from . import networks
+        return getattr(networks, self.network)
 
     @property
     def heads(self):
@@ -45,6 +58,7 @@ class ModelKind:
 
     def build(self, num_classes, input_shape=(None, None)):
         """The body on an input named 'image' of (height, width, 3)."""
+        import keras
         image = keras.Input(shape=(*input_shape, 3), name="image")
         return self.builder(image, self.anchors_per_head, num_classes)
 
@@ -55,16 +69,16 @@ _YOLO_MASK = ((6, 7, 8), (3, 4, 5), (0, 1, 2))   # head 1 (stride 32): largest a
 KINDS = {kind.name: kind for kind in (
     ModelKind("yolov3", "YOLOv3", 9, (32, 16, 8), _YOLO_MASK,
               ("conv_081", "conv_093", "conv_105"), 74, 0.5,
-              "model_data/yolo_weights.h5", yolo_body),
+              "model_data/yolo_weights.h5", "yolo_body"),
     # Mask: the original keras-yolo3's (anchor 0 unused, anchor 3 shared); darknet's
     # yolov3-tiny weights were trained with it. Layer 8 ends the original's 20
     # frozen layers (the 256-channel map).
     ModelKind("yolov3-tiny", "tiny-YOLOv3", 6, (32, 16), ((3, 4, 5), (1, 2, 3)),
               ("conv_015", "conv_022"), 8, 0.7,
-              "model_data/tiny_yolo_weights.h5", tiny_yolo_body),
+              "model_data/tiny_yolo_weights.h5", "tiny_yolo_body"),
     ModelKind("yolov3-spp", "YOLOv3-SPP", 9, (32, 16, 8), _YOLO_MASK,
               ("conv_088", "conv_100", "conv_112"), 74, 0.5,
-              "model_data/yolo_spp_weights.h5", yolo_spp_body),
+              "model_data/yolo_spp_weights.h5", "yolo_spp_body"),
 )}
 NAMES = tuple(KINDS)
 

@@ -7,7 +7,6 @@ top-left padding of stride-2 convolution NNN), add_NNN (shortcut), concat_NNN
 (route of several layers), upsample_NNN, maxpool_NNN. Pretrained weights,
 checkpoints and converted darknet files load by these names.
 """
-import re
 
 import keras
 import numpy as np
@@ -190,11 +189,3 @@ def tiny_yolo_body(inputs, num_anchors, num_classes):
     return keras.Model(inputs, [y1, y2], name="tiny_yolo_body")
 
 
-_DARKNET_NAME = re.compile(r"(conv|bn|leaky|pad|add|concat|upsample|maxpool)_(\d{3})")
-
-
-def darknet_index(layer_name):
-    """The darknet layer index in a deterministic layer name ('conv_081' -> 81);
-    None for other layers (the input, Keras's automatic names)."""
-    match = _DARKNET_NAME.fullmatch(layer_name)
-    return int(match.group(2)) if match else None

@@ -5,9 +5,8 @@ import numpy as np
 from keras import ops
 
 from .anchors import anchor_masks
-from .kinds import get_kind, kind_for_anchors, kind_of_body
+from .kinds import darknet_index, get_kind, kind_for_anchors, kind_of_body
 from .model import YoloLoss
-from .networks import darknet_index
 from .weights import load_weights
 
 def build_body(num_anchors, num_classes, input_shape=(None, None), kind=None):
@@ -98,7 +97,7 @@ def detection_body(training_model):
     Model(image, head outputs) with the layer and model names of its kind's body."""
     kind = kind_of_body(training_model)
     outputs = training_model.get_layer("yolo_loss").input[:kind.heads]
-    return keras.Model(training_model.inputs[0], outputs, name=kind.builder.__name__)
+    return keras.Model(training_model.inputs[0], outputs, name=kind.network)
 
 
 def yolo_loss_metric(y_true, y_pred):
