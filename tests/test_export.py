@@ -6,7 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from detect_fixtures import ANCHORS, CLASSES, fixed_body
+from tests.fixtures.detector import ANCHORS, CLASSES, fixed_body
 from PIL import Image
 
 import evaluate
