@@ -158,7 +158,7 @@ def worker(tool):
             t0 = time.perf_counter()
             model = tool.build(cmd["kind"], cmd["size"], cmd["classes"], cmd["stage"],
                                cmd["anchors"])
-            data = np.load(cmd["data"])
+            data = np.load(cmd["data"], allow_pickle=False)
             x, y = [data[f"x{i}"] for i in range(len(data.files) - 1)], data["y"]
             fit_steps(tool.keras, model, x, y, 2)  # builds the step function
             reply = {"build_s": time.perf_counter() - t0}

@@ -43,6 +43,7 @@ def exported(tmp_path_factory):
     detector, and the four files yolo.py --export writes from it."""
     root = tmp_path_factory.mktemp("export")
     model = root / "model.weights.h5"
+    keras.utils.set_random_seed(0)     # the clone's initial weights: the same every run
     save_weights(perturbed(keras.models.clone_model(fixed_body())), model)
     (root / "anchors.txt").write_text(", ".join(f"{w:g},{h:g}" for w, h in ANCHORS) + "\n")
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
@@ -71,12 +72,12 @@ def raw_outputs(detector, images):
 def assert_same_detections(got, want):
     """The same number of boxes per class, and each box of `got` has a box of its
     class in `want` with the same coordinates (to 1e-3 px + 1e-4 relative) and
-    score (to 1e-5): float32 rounding only, in any order."""
+    score (to 1e-4): float32 rounding through the network only, in any order."""
     assert sorted(got.classes.tolist()) == sorted(want.classes.tolist())
     for box, score, c in zip(*got):
         same = want.classes == c
         close = np.all(np.abs(want.boxes[same] - box) <= 1e-3 + 1e-4 * np.abs(box), axis=1)
-        assert (close & (np.abs(want.scores[same] - score) <= 1e-5)).any()
+        assert (close & (np.abs(want.scores[same] - score) <= 1e-4)).any()
 
 
 @pytest.mark.parametrize("name, tolerance", [("f32.tflite", 1e-4), ("f32.onnx", 1e-4),
@@ -137,7 +138,8 @@ def test_yolo_and_evaluate_run_the_exported_files(exported, tmp_path):
         assert len(jsonl.read_text().splitlines()) == len(reference.read_text().splitlines())
         metrics = tmp_path / f"{name}.json"
         assert evaluate.main(["--annotations", str(root / "annotations.txt"), "--no-progress",
-                              "--model", str(root / name), "--json", str(metrics)]) == 0
+                              "--model", str(root / name), "--score", ".2",
+                              "--json", str(metrics)]) == 0
         got = json.loads(metrics.read_text())
         assert got["mAP50"] == pytest.approx(want["mAP50"], abs=1e-6)
         assert got["coco"]["AP"] == pytest.approx(want["coco"]["AP"], abs=1e-6)
