@@ -10,8 +10,8 @@ from PIL import Image
 from yolo3.annotation_file import (AnnotationLine, format_line, get_classes, parse_line,
                         read_annotations, resolve_image_path)
 from yolo3.errors import UserError
+from tests.fixtures import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 @pytest.fixture

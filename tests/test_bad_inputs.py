@@ -9,7 +9,6 @@ import resource
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from PIL import Image
 
 from tests.fixtures.darknet import SMALL_CFG, SMALL_CFG_FLOATS
 from yolo3.errors import run_cli
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_ANCHORS = str(ROOT / "model_data" / "tiny_yolo_anchors.txt")
 
 

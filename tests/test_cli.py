@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,8 @@ from tests.fixtures.darknet import SMALL_CFG, random_weights
 from yolo3.cli import (SIZE_HELP, Parser, add_input_size, format_size, input_size,
                        non_negative_int, positive_int)
 from yolo3.errors import UserError, run_cli
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CLIS = {"yolo": yolo, "evaluate": evaluate, "kmeans": kmeans, "convert": convert,
         "annotations": annotations}
 

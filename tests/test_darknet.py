@@ -15,9 +15,9 @@ from hypothesis import given, settings, strategies as st
 from tests.fixtures.darknet import cfg_text, random_conv, random_weights, write_weights
 from yolo3 import darknet
 from yolo3.errors import UserError
+from tests.fixtures import SHARED
 
 CFG = Path(__file__).resolve().parent / "cfg"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 TINY = SHARED / "pretrained" / "yolov3-tiny"
 
 # A small cfg with every supported layer kind: stride-2 convs on odd sizes, grouped

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ import pytest
 from yolo3 import feature_cache
 from yolo3.errors import UserError
 from yolo3.feature_cache import cache_bytes, cached_rows, read_cache, write_cache
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SPECS = {"f0": ((2, 3), "float16"), "boxes": ((4,), "float32")}
 
 

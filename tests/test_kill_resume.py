@@ -16,13 +16,12 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures import ROOT
 
 # Runs train.py's main like `python train.py ...`, with one kill planted:
 # KILL=batch:N    SIGKILL after the N-th training batch (counted over the process)

@@ -13,8 +13,8 @@ import annotations
 from yolo3.label_formats import (convert_coco, convert_voc, convert_yolo, summary,
                               write_annotations)
 from yolo3.errors import UserError, run_cli
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def image(path, size=(64, 48)):

@@ -1,14 +1,13 @@
 """NaN and divergence: degenerate boxes never give a NaN loss; a diverging run
 stops with a message naming likely causes and keeps the last good weights."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from yolo3.anchors import get_anchors
 from yolo3.model import preprocess_true_boxes, yolo_loss
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_ANCHORS = get_anchors(ROOT / "model_data" / "tiny_yolo_anchors.txt")
 YOLO_ANCHORS = get_anchors(ROOT / "model_data" / "yolo_anchors.txt")
 

@@ -7,8 +7,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).name
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib",
                   "marshal", "shelve"}
