@@ -2,7 +2,7 @@
 import numpy as np
 
 from .atomic import atomic_open
-from .errors import UserError
+from .errors import UserError, read_text
 from .kinds import KINDS, kind_for_anchors
 
 # The default masks (yolo3.kinds holds them): head 1 (stride 32) gets the largest
@@ -16,12 +16,7 @@ TINY_MASK_DARKNET = [[3, 4, 5], [0, 1, 2]]
 def get_anchors(path):
     """Read `w,h, w,h, ...` (one line, commas, spaces allowed) -> float32 (N, 2)."""
     path = str(path)
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            text = handle.read()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not a UTF-8 text file ({exc.reason} at byte "
-                        f"{exc.start})") from None
+    text = read_text(path)
     tokens = [t for t in text.replace("\n", ",").replace(" ", "").split(",") if t]
     values = []
     for token in tokens:

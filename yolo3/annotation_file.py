@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, read_text
 from .images import ImageError, check_image
 from .progress import progress_bar
 
@@ -36,12 +36,7 @@ def get_classes(path):
     """Class names, one per line, in class-id order. Blank lines are ignored (the
     original counted them); a duplicate name or an empty file is a UserError."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            text = handle.read()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not a UTF-8 text file ({exc.reason} at byte "
-                        f"{exc.start})") from None
+    text = read_text(path)
     names, first_seen = [], {}
     for number, raw in enumerate(re.split(r"\r\n|\r|\n", text), 1):
         name = raw.strip()

@@ -7,6 +7,17 @@ class UserError(Exception):
     """A mistake in the user's input (flag, file, line); the message says which."""
 
 
+def read_text(path):
+    """A small text file's content (UTF-8, a BOM dropped); a UserError naming the
+    file and the byte when it is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            return handle.read()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a UTF-8 text file ({exc.reason} at byte "
+                        f"{exc.start})") from None
+
+
 def describe_os_error(exc):
     """'path: reason' for an OSError, e.g. a missing file or a full disk."""
     reason = exc.strerror or str(exc)
