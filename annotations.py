@@ -48,6 +48,9 @@ def build_parser():
                      help="keep objects marked <difficult>1</difficult>")
     voc.add_argument("--skip-unknown", action="store_true",
                      help="skip objects whose name is not in --classes (otherwise an error)")
+    voc.add_argument("--skip-bad", action="store_true",
+                     help="report and skip empty boxes (min >= max) and boxes outside "
+                          "the image (otherwise an error)")
 
     coco = formats.add_parser("coco", help="COCO instances JSON", **kw,
                               description="COCO instances JSON (crowd boxes are skipped).")
@@ -79,7 +82,8 @@ def main(argv=None):
     classes = get_classes(args.classes) if getattr(args, "classes", None) else None
     if args.format == "voc":
         conversion = convert_voc(args.folder, args.images, classes, args.ids,
-                                 args.include_difficult, args.skip_unknown, args.negatives)
+                                 args.include_difficult, args.skip_unknown, args.negatives,
+                                 args.skip_bad)
     elif args.format == "coco":
         conversion = convert_coco(args.json, args.images, args.categories, args.negatives)
     else:

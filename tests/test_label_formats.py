@@ -149,6 +149,19 @@ def test_voc_errors_name_file_line_and_value(tmp_path, old, new, message):
     assert str(error.value) == f"{xml}{message}"
 
 
+def test_voc_skip_bad_reports_and_skips_degenerate_boxes(tmp_path, capsys):
+    image(tmp_path / "a.jpg")
+    two = GOOD_XML.replace("</annotation>", "<object><name>dog</name><bndbox><xmin>5</xmin>"
+                           "<ymin>5</ymin><xmax>5</xmax><ymax>9</ymax></bndbox></object>"
+                           "</annotation>")
+    xml = write(tmp_path / "a.xml", two)
+    conversion = convert_voc(tmp_path, skip_bad=True)
+    assert lines_of(conversion, tmp_path) == ["a.jpg 1,2,30,40,0"]
+    assert conversion.counts["bad boxes skipped"] == 1
+    assert capsys.readouterr().err == (f"warning: {xml}:10: 'dog': empty box, min >= max "
+                                       "(5,5,5,9); skipped\n")
+
+
 def test_voc_missing_image(tmp_path):
     xml = write(tmp_path / "a.xml", GOOD_XML.replace("a.jpg", "zz.jpg"))
     with pytest.raises(UserError) as error:

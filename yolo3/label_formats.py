@@ -8,6 +8,7 @@ image by more than 1 px, or with min >= max, is an error naming the file and lin
 import json
 import math
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ COCO_CATEGORY_MODES = ("coco", "listed", "present")
 _LINE = "_line"  # attribute holding an XML element's start line
 LEFT_OUT = "images without boxes left out"
 TINY = "objects under 1 px skipped"
+BAD = "bad boxes skipped"
 
 
 @dataclass
@@ -135,8 +137,10 @@ def _voc_image(root, xml_path, images):
     raise UserError(f"{xml_path}: image not found ({images / wanted})")
 
 
-def read_voc(xml_path, images):
-    """(image path, [(name, box or None, difficult, where), ...]) of one XML file."""
+def read_voc(xml_path, images, skip_bad=False):
+    """(image path, [(name, box, difficult, where), ...]) of one XML file; box is
+    None when it rounds to zero size, BAD when it is empty or outside the image
+    and skip_bad is set (a warning names it; otherwise UserError)."""
     root = _parse_xml(xml_path)
     if root.tag != "annotation":
         raise UserError(f"{xml_path}:{root.get(_LINE)}: root element is <{root.tag}>, "
@@ -160,7 +164,13 @@ def read_voc(xml_path, images):
         if bndbox is None:
             raise UserError(f"{where}: <object> {name!r} without a <bndbox>")
         coords = [_voc_number(bndbox, tag, xml_path) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        box = pixel_box(*coords, width, height, f"{xml_path}:{bndbox.get(_LINE)}: {name!r}")
+        try:
+            box = pixel_box(*coords, width, height, f"{xml_path}:{bndbox.get(_LINE)}: {name!r}")
+        except UserError as error:
+            if not skip_bad:
+                raise
+            print(f"warning: {error}; skipped", file=sys.stderr)
+            box = BAD
         objects.append((name, box, difficult, where))
     return image, objects
 
@@ -185,16 +195,17 @@ def _voc_files(xml_dir, ids):
 
 
 def convert_voc(folder, images=None, classes=None, ids=None, include_difficult=False,
-                skip_unknown=False, negatives=False):
+                skip_unknown=False, negatives=False, skip_bad=False):
     """Pascal VOC: `folder` is a VOC root (Annotations/, JPEGImages/) or a folder of
     XML files; `images` defaults to the sibling JPEGImages/, else `folder`.
-    `classes`: names in id order; default all object names, sorted."""
+    `classes`: names in id order; default all object names, sorted. skip_bad:
+    empty boxes and boxes outside the image are reported and skipped."""
     folder = _folder(folder)
     xml_dir = folder / "Annotations" if (folder / "Annotations").is_dir() else folder
     if images is None:
         jpeg = xml_dir.parent / "JPEGImages"
         images = jpeg if jpeg.is_dir() else xml_dir
-    parsed = [read_voc(path, _folder(images)) for path in _voc_files(xml_dir, ids)]
+    parsed = [read_voc(path, _folder(images), skip_bad) for path in _voc_files(xml_dir, ids)]
     if classes is None:  # every name, difficult ones too: same list with or without them
         classes = sorted({name for _, objects in parsed for name, *_ in objects})
     index = {name: i for i, name in enumerate(classes)}
@@ -211,6 +222,8 @@ def convert_voc(folder, images=None, classes=None, ids=None, include_difficult=F
                 counts["objects of unknown classes skipped"] += 1
             elif box is None:
                 counts[TINY] += 1
+            elif box == BAD:
+                counts[BAD] += 1
             else:
                 boxes.append((*box, index[name]))
         conversion.add(image, boxes, len(objects) - len(boxes), negatives)
