@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import yolo3.batches
 from yolo3.annotation_file import read_annotations
 from yolo3.batches import YoloDataset, data_generator, data_generator_wrapper
 from yolo3.errors import UserError
+from yolo3.model import preprocess_true_boxes
+from yolo3.mosaic import largest_boxes, mosaic
+from yolo3.multiscale import input_size_at
 from yolo3.utils import get_random_data
 
 ANCHORS = np.array([[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119],
@@ -55,23 +59,30 @@ def test_shapes_dtypes_and_targets_by_hand(lines):
     np.testing.assert_array_equal(images[0], expected)
 
 
+def _assert_targets_match(data, index):
+    """Batch `index` of data: its y_true holds exactly the boxes of load_batch."""
+    images, boxes = data.load_batch(index)
+    (same_images, *y_true), _ = data[index]
+    np.testing.assert_array_equal(images, same_images)
+    h, w = images.shape[1:3]
+    scale = np.array([w, h, w, h], np.float32)
+    for b in range(len(images)):
+        real = boxes[b][boxes[b, :, 2] > 0]
+        # Each box as y_true holds it: floor-divided centre and size / (w, h).
+        expected = {tuple(np.round(np.r_[(real[k, :2] + real[k, 2:4]) // 2,
+                                         real[k, 2:4] - real[k, :2]] / scale, 5))
+                    + (int(real[k, 4]),) for k in range(len(real))}
+        found = set()
+        for y in y_true:
+            for cell in y[b][y[b][..., 4] == 1]:
+                found.add(tuple(np.round(cell[:4], 5)) + (int(np.argmax(cell[5:])),))
+        assert found == expected
+
+
 def test_augmented_targets_match_the_boxes(lines):
     data = YoloDataset(lines * 2, 4, (96, 96), ANCHORS, 2, seed=11)
     for index in range(len(data)):
-        images, boxes = data.load_batch(index)
-        (same_images, *y_true), _ = data[index]
-        np.testing.assert_array_equal(images, same_images)
-        for b in range(4):
-            real = boxes[b][boxes[b, :, 2] > 0]
-            # Each box as y_true holds it: floor-divided centre and size / 96.
-            expected = {tuple(np.round(np.r_[(real[k, :2] + real[k, 2:4]) // 2,
-                                             real[k, 2:4] - real[k, :2]] / 96, 5))
-                        + (int(real[k, 4]),) for k in range(len(real))}
-            found = set()
-            for y in y_true:
-                for cell in y[b][y[b][..., 4] == 1]:
-                    found.add(tuple(np.round(cell[:4], 5)) + (int(np.argmax(cell[5:])),))
-            assert found == expected
+        _assert_targets_match(data, index)
 
 
 def test_tiny_anchors_and_mask(lines):
@@ -160,3 +171,159 @@ def test_original_generators(lines):
     assert next(generator)[0][0].shape == (4, 64, 64, 3)  # wraps past the 6 lines
     assert data_generator_wrapper([], 4, (64, 64), ANCHORS, 2) is None
     assert data_generator_wrapper(lines, 0, (64, 64), ANCHORS, 2) is None
+
+
+def _plain_batch(lines, batch_size, shape, seed, epoch, index, max_boxes=20):
+    """Batch `index` of a shuffled augmenting YoloDataset built by hand from
+    get_random_data and preprocess_true_boxes, as the original recipe makes it."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(lines))
+    picks = order[(index * batch_size + np.arange(batch_size)) % len(lines)]
+    rng = np.random.default_rng([seed, epoch, index])
+    samples = [get_random_data(lines[i], shape, random=True, max_boxes=max_boxes, rng=rng)
+               for i in picks]
+    images = np.array([image for image, _ in samples])
+    boxes = np.array([box for _, box in samples])
+    return images, boxes, preprocess_true_boxes(boxes, shape, ANCHORS, 2)
+
+
+def _assert_batch_is(batch, images, y_true):
+    (got_images, *got_y_true), _ = batch
+    np.testing.assert_array_equal(got_images, images)
+    assert len(got_y_true) == len(y_true)
+    for got, expected in zip(got_y_true, y_true):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_modern_options_off_give_the_original_batches(lines):
+    off = dict(mosaic=0.0, mixup=0.0, mosaic_until=None, target_options=None, sizes=None,
+               size_every=10)
+    default = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=7)
+    explicit = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=7, **off)
+    # Mosaic and mixup certain, but only before epoch 0: never.
+    ended = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=7, mosaic=1.0, mixup=1.0,
+                        mosaic_until=0)
+    for epoch in (0, 1):
+        for data in (default, explicit, ended):
+            data.set_epoch(epoch)
+        for index in range(len(default)):
+            images, _, y_true = _plain_batch(lines, 2, (64, 64), 7, epoch, index)
+            for data in (default, explicit, ended):
+                _assert_batch_is(data[index], images, y_true)
+
+
+def test_mosaic_batch_replayed_by_hand(lines):
+    # The documented draws: mosaic coin, 3 line indices, the 4 samples, the centre.
+    data = YoloDataset(lines, 3, (64, 64), ANCHORS, 2, seed=2, mosaic=1.0, max_boxes=2)
+    rng = np.random.default_rng([2, 0, 1])
+    expected_images, expected_boxes = [], []
+    for line in data.batch_lines(1):
+        assert rng.random() < 1.0
+        others = [lines[i] for i in rng.integers(len(lines), size=3)]
+        samples = []
+        for part in [line] + others:
+            image, boxes = get_random_data(part, (64, 64), max_boxes=2, rng=rng)
+            samples.append((image, boxes[boxes[:, 2] > 0]))
+        image, boxes = mosaic(samples, (64, 64), rng)
+        expected_images.append(image)
+        expected_boxes.append(largest_boxes(boxes, 2))
+    images, boxes = data.load_batch(1)
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(boxes, expected_boxes)
+    _assert_targets_match(data, 1)
+
+
+def test_mosaic_joins_the_boxes_of_several_lines(lines):
+    # Each line has one box: an image with two or more boxes is made of several lines.
+    data = YoloDataset(lines * 2, 4, (64, 64), ANCHORS, 2, seed=0, mosaic=1.0)
+    counts = []
+    for index in range(len(data)):
+        _, boxes = data.load_batch(index)
+        counts += list((boxes[:, :, 2] > 0).sum(1))
+        _assert_targets_match(data, index)
+    assert max(counts) >= 2 and max(counts) <= 4
+    plain = YoloDataset(lines * 2, 4, (64, 64), ANCHORS, 2, seed=0)
+    assert max((plain.load_batch(i)[1][:, :, 2] > 0).sum() for i in range(len(plain))) <= 4
+
+
+def test_mixup_batch_by_hand(lines):
+    # The documented draws: the line's sample, the mixup coin, the partner's index,
+    # the partner's sample, the Beta(32, 32) weight.
+    data = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=4, mixup=1.0)
+    rng = np.random.default_rng([4, 0, 0])
+    images, boxes = data.load_batch(0)
+    for j, line in enumerate(data.batch_lines(0)):
+        a, boxes_a = get_random_data(line, (64, 64), rng=rng)
+        assert rng.random() < 1.0
+        partner = lines[rng.integers(len(lines))]
+        b, boxes_b = get_random_data(partner, (64, 64), rng=rng)
+        r = np.float32(rng.beta(32, 32))
+        np.testing.assert_allclose(images[j], r * a + (1 - r) * b, atol=1e-6)
+        real = np.concatenate([boxes_a[boxes_a[:, 2] > 0], boxes_b[boxes_b[:, 2] > 0]])
+        np.testing.assert_array_equal(boxes[j, :len(real)], real)
+        assert not boxes[j, len(real):].any()
+    _assert_targets_match(data, 0)
+
+
+def test_mosaic_until_and_validation(lines):
+    plain = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=5)
+    mixed = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=5, mosaic=1.0, mixup=0.5,
+                        mosaic_until=1)
+    assert not _equal(mixed[0], plain[0])
+    for data in (plain, mixed):
+        data.on_epoch_end()
+    assert _equal(mixed[0], plain[0]) and _equal(mixed[2], plain[2])
+    # Without augment (validation) there is no mosaic: the letterboxed images.
+    val = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, augment=False, mosaic=1.0, mixup=1.0)
+    expected, _ = get_random_data(val.batch_lines(0)[0], (64, 64), random=False)
+    np.testing.assert_array_equal(val[0][0][0][0], expected)
+
+
+def test_mosaic_reproducible_in_a_worker(lines):
+    first = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=3, mosaic=0.5, mixup=0.5)
+    again = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, seed=3, mosaic=0.5, mixup=0.5)
+    assert _equal(first[1], again[1])
+    assert _equal(pickle.loads(pickle.dumps(first))[2], again[2])
+
+
+def test_target_options_are_forwarded(lines, monkeypatch):
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return preprocess_true_boxes(*args, mask=kwargs["mask"])
+
+    monkeypatch.setattr(yolo3.batches, "preprocess_true_boxes", recording)
+    data = YoloDataset(lines, 2, (64, 64), ANCHORS, 2, augment=False,
+                       target_options={"iou_thresh": 0.3})
+    data[0]
+    assert calls == [{"mask": None, "iou_thresh": 0.3}]
+    YoloDataset(lines, 2, (64, 64), ANCHORS, 2, augment=False)[0]
+    assert calls[-1] == {"mask": None}
+
+
+def test_multi_scale_batches(lines):
+    sizes = [(32, 32), (64, 64), (96, 96)]
+    data = YoloDataset(lines * 3, 2, (64, 64), ANCHORS, 2, seed=1, sizes=sizes,
+                       size_every=3, mosaic=0.5)
+    shapes = []
+    for index in range(len(data)):
+        shape = data.batch_shape(index)
+        assert shape == input_size_at(sizes, 1, 0, index // 3)
+        (images, *y_true), _ = data[index]
+        assert images.shape == (2, *shape, 3)
+        h, w = shape
+        assert [y.shape[1:3] for y in y_true] == [(h // 32, w // 32), (h // 16, w // 16),
+                                                 (h // 8, w // 8)]
+        _assert_targets_match(data, index)
+        shapes.append(shape)
+    assert shapes[0::3] == shapes[1::3] == shapes[2::3]
+    assert len(set(shapes)) >= 2
+
+
+@pytest.mark.parametrize("options, word", [
+    ({"mosaic": 1.5}, "mosaic probability 1.5"), ({"mixup": -0.1}, "mixup probability -0.1"),
+    ({"sizes": [(64, 48)]}, r"\(64, 48\)"), ({"sizes": []}, r"\[\]"),
+    ({"size_every": 0}, r"at least 1 \(0\)")])
+def test_bad_modern_options(lines, options, word):
+    with pytest.raises(UserError, match=word):
+        YoloDataset(lines, 2, (64, 64), ANCHORS, 2, **options)
