@@ -7,10 +7,13 @@ tiny-YOLOv3) unless --model names it (yolov3-spp: 9 anchors too).
     python train.py --annotations train.txt --classes model_data/voc_classes.txt
     python train.py --demo            # synthetic shapes, tiny-YOLOv3, about 5 minutes
 """
+import argparse
 import dataclasses
 import sys
 
-from yolo3.cli import SIZE_HELP, Parser, input_size, non_negative_int, quiet_tensorflow
+from yolo3.cli import (SIZE_HELP, Parser, input_size, non_negative_int, quiet_tensorflow,
+                       side_range)
+from yolo3.recipes import BOX_LOSSES, LR_SCHEDULES, OPTIMIZERS, RECIPES
 
 quiet_tensorflow()   # before the imports below load TensorFlow
 
@@ -24,6 +27,63 @@ from yolo3.training import create_model, create_tiny_model  # noqa: E402
 
 __all__ = ["get_classes", "get_anchors", "create_model", "create_tiny_model",
            "data_generator", "data_generator_wrapper", "main"]
+
+
+def by_recipe(dest):
+    """The help's note on a field that the recipe sets."""
+    def show(value):
+        return "off" if value in ((), False) else f"{value:g}" if isinstance(value, float) \
+            else str(value)
+    return "(default: " + ", ".join(f"{name} {show(table[dest])}"
+                                    for name, table in RECIPES.items()) + ")"
+
+
+def add_recipe_parts(p):
+    """The flags of the recipe's parts; each left out takes --recipe's value."""
+    group = p.add_argument_group(
+        "recipe", "--recipe sets the defaults of every flag in this group (and of the "
+        "batch sizes and learning rates); a flag given on the command line wins. See "
+        "docs/recipes.md.")
+
+    def add(flag, help_text, **kw):
+        dest = flag[2:].replace("-", "_")
+        group.add_argument(flag, help=f"{help_text} {by_recipe(dest)}", **kw)
+
+    group.add_argument("--recipe", choices=tuple(RECIPES), help="faithful: the original "
+                       "keras-yolo3 schedule; modern: the recipe that measured best on "
+                       "small real sets")
+    add("--optimizer", "adam; adamw (decoupled weight decay); sgd (Nesterov momentum)",
+        choices=OPTIMIZERS)
+    add("--weight-decay", "decoupled weight decay of the convolution kernels (not "
+        "BatchNorm, not biases); when > 0 it replaces the kernels' L2 loss term",
+        type=float)
+    group.add_argument("--momentum", type=float, help="sgd's momentum")
+    add("--lr-schedule", "plateau: constant rate, ReduceLROnPlateau and EarlyStopping in "
+        "stage 2; cosine: linear warmup then cosine decay over each stage's optimizer "
+        "steps", choices=LR_SCHEDULES)
+    add("--warmup-epochs", "cosine: epochs of linear warmup at the start of each stage",
+        type=float)
+    add("--final-lr", "cosine: the last rate as a fraction of the stage's rate", type=float)
+    add("--ema", "validate, checkpoint and save an exponential moving average of the "
+        "weights", action=argparse.BooleanOptionalAction)
+    add("--ema-decay", "the EMA's decay (ramped in over the first updates)", type=float)
+    add("--mosaic", "probability that a training image is a mosaic of 4", type=float)
+    add("--mixup", "probability that a training image is blended with another",
+        type=float)
+    add("--close-mosaic", "no mosaic and mixup in the last N epochs", type=non_negative_int)
+    add("--iou-thresh", "a box also trains every anchor whose shape IoU with it exceeds "
+        "this (0: only its best anchor)", type=float)
+    add("--box-loss", "original: xy BCE + wh L2; giou, diou, ciou: an IoU loss on the "
+        "decoded box", choices=BOX_LOSSES)
+    add("--iou-normalizer", "weight of the IoU box loss", type=float)
+    add("--label-smoothing", "class targets 1 - e/2 and e/2 instead of 1 and 0", type=float)
+    add("--multi-scale", "LOW-HIGH: a new input size every --scale-every batches, the "
+        "longer side a multiple of 32 in that range (validation at --input-size); off",
+        type=side_range, metavar="LOW-HIGH")
+    group.add_argument("--scale-every", type=non_negative_int,
+                       help="batches between multi-scale size draws")
+    add("--accumulate", "batches per optimizer step (gradient accumulation: the "
+        "effective batch is N x the batch size)", type=non_negative_int)
 
 
 def build_parser():
@@ -51,12 +111,13 @@ def build_parser():
     add("--input-size", dest="input_shape", type=input_size, metavar="SIZE",
         help=f"network input size: {SIZE_HELP}")
     add("--batch-size", type=non_negative_int,
-        help="stage-1 batch size (global over all replicas)")
-    add("--unfreeze-batch-size", type=non_negative_int, help="stage-2 batch size (global)")
+        help=f"stage-1 batch size (global over all replicas) {by_recipe('batch_size')}")
+    add("--unfreeze-batch-size", type=non_negative_int,
+        help=f"stage-2 batch size (global) {by_recipe('unfreeze_batch_size')}")
     add("--freeze-epochs", type=non_negative_int, help="epochs of stage 1 (frozen body)")
     add("--epochs", type=non_negative_int, help="total epochs, both stages")
-    add("--lr", type=float, help="stage-1 Adam learning rate")
-    add("--unfreeze-lr", type=float, help="stage-2 Adam learning rate")
+    add("--lr", type=float, help=f"stage-1 learning rate {by_recipe('lr')}")
+    add("--unfreeze-lr", type=float, help=f"stage-2 learning rate {by_recipe('unfreeze_lr')}")
     add("--freeze-body", type=int, choices=(0, 1, 2), help="stage 1 freezing: 0 nothing, "
         "1 the Darknet53 backbone, 2 all but the output convolutions")
     add("--val-split", type=float, help="fraction of the (shuffled) lines kept for "
@@ -101,6 +162,7 @@ def build_parser():
         help="write no TensorBoard logs (by default they go to --log-dir)")
     switch("--demo", "generate a synthetic shapes data set under --log-dir (logs/demo/ "
            "unless given) and train tiny-YOLOv3 on it through both stages")
+    add_recipe_parts(p)
     p.set_defaults(**dataclasses.asdict(TrainConfig()))
     return p
 

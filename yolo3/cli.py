@@ -71,6 +71,20 @@ def input_size(text):
     return height, width
 
 
+def side_range(text):
+    """argparse type for --multi-scale: 'LOW-HIGH' (multiples of 32) -> (LOW, HIGH);
+    'off' -> ()."""
+    if str(text).strip().lower() in ("off", "none", "0"):
+        return ()
+    try:
+        low, high = (int(v) for v in str(text).split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected LOW-HIGH, e.g. 320-608, or off") from None
+    if low > high or low < 32 or low % 32 or high % 32:
+        raise argparse.ArgumentTypeError("LOW <= HIGH, both multiples of 32, at least 32")
+    return low, high
+
+
 def add_input_size(parser, default=416, what="network input"):
     """The --input-size flag in the one grammar; args.input_size is (h, w)."""
     parser.add_argument("--input-size", type=input_size, default=str(default),

@@ -12,7 +12,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from . import bottleneck
+from . import bottleneck, recipes
 from .anchors import anchor_masks, get_anchors, parse_mask
 from .annotation_file import get_classes, read_annotations
 from .batches import YoloDataset
@@ -25,6 +25,8 @@ from .errors import UserError
 from .evaluation import MapEvaluation
 from .resume import STATE_DIR, ResumeStore, run_fingerprint, stage_end_unsaved
 from .kinds import kind_for_anchors
+from .multiscale import scale_sizes
+from .optimization import WarmupCosine, make_optimizer, remove_l2
 from .training import compile_model, create_training_model, detection_body, unfreeze_all
 from .weights import save_weights
 
@@ -39,12 +41,13 @@ class TrainConfig:
     weights: Optional[str] = None        # None: the kind's default; "none": from scratch
     log_dir: str = "logs/000/"
     input_shape: tuple = (416, 416)      # (h, w); --input-size 416 or WIDTHxHEIGHT
-    batch_size: int = 32
-    unfreeze_batch_size: int = 32
+    recipe: str = "faithful"             # yolo3.recipes: the defaults of the None fields
+    batch_size: Optional[int] = None     # faithful 32
+    unfreeze_batch_size: Optional[int] = None
     freeze_epochs: int = 50
     epochs: int = 100
-    lr: float = 1e-3
-    unfreeze_lr: float = 1e-4
+    lr: Optional[float] = None           # faithful 1e-3
+    unfreeze_lr: Optional[float] = None  # faithful 1e-4
     freeze_body: int = 2
     val_split: float = 0.1
     val_annotations: Optional[str] = None
@@ -64,6 +67,25 @@ class TrainConfig:
     augment_validation: bool = False     # the original augmented validation data
     exif_transpose: bool = False
     tensorboard: bool = True
+    # the recipe's parts (None: the recipe's value; see yolo3.recipes)
+    optimizer: Optional[str] = None      # adam, adamw or sgd
+    weight_decay: Optional[float] = None
+    momentum: float = 0.937              # sgd's Nesterov momentum
+    lr_schedule: Optional[str] = None    # plateau (ReduceLROnPlateau) or cosine
+    warmup_epochs: Optional[float] = None
+    final_lr: Optional[float] = None     # cosine: the last lr as a fraction of the first
+    ema: Optional[bool] = None
+    ema_decay: Optional[float] = None
+    mosaic: Optional[float] = None       # probability per training image
+    mixup: Optional[float] = None
+    close_mosaic: Optional[int] = None   # mosaic and mixup off for the last N epochs
+    iou_thresh: Optional[float] = None   # 0: one anchor per box; else also anchors above it
+    box_loss: Optional[str] = None       # original, giou, diou or ciou
+    iou_normalizer: Optional[float] = None
+    label_smoothing: Optional[float] = None
+    multi_scale: Optional[tuple] = None  # () or (low, high) input sides, multiples of 32
+    scale_every: int = 10                # batches between multi-scale size draws
+    accumulate: Optional[int] = None     # batches per optimizer step
 
 
 @dataclasses.dataclass
@@ -127,6 +149,17 @@ def _check_config(cfg):
         raise UserError(f"--freeze-body {cfg.freeze_body}: choose 0, 1 or 2")
     if cfg.lr <= 0 or cfg.unfreeze_lr <= 0:
         raise UserError("--lr and --unfreeze-lr must be positive")
+
+
+def _check_combinations(cfg):
+    """The parts that cannot go together, refused in one line."""
+    per_image = [flag for flag, on in (("--mosaic", cfg.mosaic), ("--mixup", cfg.mixup),
+                                       ("--multi-scale", cfg.multi_scale)) if on]
+    if cfg.bottleneck and per_image:
+        raise UserError(f"--bottleneck trains stage 1 on cached, un-augmented features: "
+                        f"it cannot be combined with {' / '.join(per_image)}")
+    if cfg.multi_scale:
+        scale_sizes(cfg.input_shape, *cfg.multi_scale)   # UserError for a bad range
 
 
 def _read_data(cfg, num_classes):
@@ -206,7 +239,10 @@ class Trainer:
     ("auto": progress bars on a terminal, one line per epoch in a log)."""
 
     def __init__(self, cfg, callbacks=(), verbose="auto"):
+        cfg = recipes.resolve(cfg)
         _check_config(cfg)
+        recipes.check(cfg)
+        _check_combinations(cfg)
         self.cfg, self.extra_callbacks = cfg, list(callbacks)
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose
         self.class_names = get_classes(cfg.classes)
@@ -247,10 +283,16 @@ class Trainer:
             keras.mixed_precision.set_global_policy(
                 "mixed_float16" if gpu else "mixed_bfloat16")
         keras.utils.set_random_seed(self.cfg.seed)   # reproducible new layers
-        return create_training_model(
-            self.kind, self.input_shape, self.anchors, len(self.class_names),
-            load_pretrained=self.weights_path is not None, freeze_body=self.freeze_body,
-            weights_path=self.weights_path, mask=self.mask)
+        cfg = self.cfg
+        model = create_training_model(
+            self.kind, (None, None) if cfg.multi_scale else self.input_shape, self.anchors,
+            len(self.class_names), load_pretrained=self.weights_path is not None,
+            freeze_body=self.freeze_body, weights_path=self.weights_path, mask=self.mask,
+            loss_options={"box_loss": cfg.box_loss, "iou_normalizer": cfg.iou_normalizer,
+                          "label_smoothing": cfg.label_smoothing})
+        if cfg.weight_decay > 0:   # decoupled decay replaces the kernels' L2 term
+            remove_l2(model)
+        return model
 
     def _make_callbacks(self):
         cfg = self.cfg
@@ -332,7 +374,8 @@ class Trainer:
             model, train, val = self.stage_data(batch, first, head_only)
             train, val = (self.distribution.local_batches(train),
                           self.distribution.local_batches(val))
-            compile_model(model, stage.lr, jit_compile=use_xla(self.cfg.jit, head_only))
+            compile_model(model, stage.lr, jit_compile=use_xla(self.cfg.jit, head_only),
+                          optimizer=self.optimizer(stage, len(train), model))
             self.resume_store.restore_optimizer(state, stage, first, model)
         print(f"Stage {stage.number}: epochs {first + 1}..{stage.end_epoch}, batch size "
               f"{batch}, lr {stage.lr:g}.")
@@ -343,6 +386,18 @@ class Trainer:
             self.save(stage.weights_name)
         return first + len(history.epoch)
 
+    def optimizer(self, stage, batches_per_epoch, model):
+        """The stage's optimizer: the recipe's kind, its rate constant (for
+        ReduceLROnPlateau) or warmup + cosine over the stage's optimizer steps."""
+        cfg = self.cfg
+        rate = stage.lr
+        if cfg.lr_schedule == "cosine":
+            steps = max(1, batches_per_epoch // cfg.accumulate)
+            rate = WarmupCosine(stage.lr, steps * (stage.end_epoch - stage.first_epoch),
+                                round(steps * cfg.warmup_epochs), cfg.final_lr)
+        return make_optimizer(cfg.optimizer, rate, model, weight_decay=cfg.weight_decay,
+                              momentum=cfg.momentum, accumulate=cfg.accumulate)
+
     def stage_data(self, batch, first, head_only):
         """(model, training batches, validation batches or None) of a stage."""
         if head_only:
@@ -351,7 +406,13 @@ class Trainer:
                 anchors=self.anchors, class_names=self.class_names, mask=self.mask,
                 folder=self.path("bottleneck"), seed=self.cfg.seed, batch_size=batch,
                 first_epoch=first)
-        train = self.dataset(self.train_lines, batch, self.cfg.augment, first)
+        cfg = self.cfg
+        mosaic_until = cfg.epochs - cfg.close_mosaic
+        train = self.dataset(
+            self.train_lines, batch, cfg.augment, first, mosaic=cfg.mosaic,
+            mixup=cfg.mixup, mosaic_until=mosaic_until,
+            sizes=scale_sizes(self.input_shape, *cfg.multi_scale) if cfg.multi_scale else None,
+            size_every=cfg.scale_every)
         val = None
         if self.val_lines:
             val_batch = replica_multiple(min(batch, len(self.val_lines)), self.distribution)
@@ -359,14 +420,18 @@ class Trainer:
                                shuffle=False)
         return self.model, train, val
 
-    def dataset(self, lines, batch, augment, epoch=0, shuffle=None):
+    def dataset(self, lines, batch, augment, epoch=0, shuffle=None, **parts):
+        """Batches of `lines`; `parts`: the training-only YoloDataset options
+        (mosaic, mixup, multi-scale sizes)."""
+        targets = {"iou_thresh": self.cfg.iou_thresh} if self.cfg.iou_thresh else None
         return YoloDataset(lines, batch, self.input_shape, self.anchors,
                            len(self.class_names), mask=self.mask, augment=augment,
                            shuffle=augment if shuffle is None else shuffle,
                            seed=self.cfg.seed, initial_epoch=epoch,
                            exif_transpose=self.cfg.exif_transpose,
                            workers=self.cfg.workers,
-                           use_multiprocessing=self.cfg.workers > 1)
+                           use_multiprocessing=self.cfg.workers > 1,
+                           target_options=targets, **parts)
 
     def stage_callbacks(self, stage, head_only):
         """The stage's callbacks. Order matters: the mAP is added to the logs before
@@ -380,7 +445,7 @@ class Trainer:
                                                          write_graph=False))
         run.epoch_log.stage = stage.number
         callbacks += [run.checkpoint, run.epoch_log]
-        if stage.number == 2:
+        if stage.number == 2 and self.cfg.lr_schedule == "plateau":
             callbacks += [run.reduce_lr, run.early_stopping]
         return callbacks + [self.resume_store.saver(stage.number)] + self.extra_callbacks
 

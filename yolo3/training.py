@@ -56,7 +56,7 @@ def create_training_model(kind, input_shape, anchors, num_classes, load_pretrain
     h, w = input_shape
     body = kind.build(num_classes, (h, w))
     print(f"Create {kind.label} model with {num_anchors} anchors and {num_classes} classes.")
-    y_true = [keras.Input(shape=(h // s, w // s, len(mask[l]), num_classes + 5),
+    y_true = [keras.Input(shape=(h and h // s, w and w // s, len(mask[l]), num_classes + 5),
                           name=f"y_true_{l}")
               for l, s in enumerate(kind.strides)]
     if load_pretrained:
