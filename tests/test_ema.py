@@ -48,7 +48,7 @@ def test_ramp():
     ema.updates = 10 ** 6
     assert ema.current_decay() == pytest.approx(0.9999)
     assert WeightEMA(bn_model(), ramp=200, decay=0.9999).current_decay() < 0.005
-    for kwargs, message in (({"decay": 1.0}, "EMA decay 1.0"), ({"ramp": 0}, "EMA ramp 0")):
+    for kwargs, message in (({"decay": 1.0}, "--ema-decay 1.0"), ({"ramp": 0}, "EMA ramp 0")):
         with pytest.raises(UserError, match=message):
             WeightEMA(bn_model(), **kwargs)
 

@@ -32,7 +32,7 @@ class WeightEMA(keras.callbacks.Callback):
     def __init__(self, model, decay=0.9999, ramp=2000):
         super().__init__()
         if not 0 < decay < 1:
-            raise UserError(f"EMA decay {decay}: must be in (0, 1)")
+            raise UserError(f"--ema-decay {decay}: must be in (0, 1)")
         if not ramp > 0:
             raise UserError(f"EMA ramp {ramp}: must be positive")
         self.decay, self.ramp = float(decay), float(ramp)
