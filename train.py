@@ -66,7 +66,10 @@ def add_recipe_parts(p):
     add("--final-lr", "cosine: the last rate as a fraction of the stage's rate", type=float)
     add("--ema", "validate, checkpoint and save an exponential moving average of the "
         "weights", action=argparse.BooleanOptionalAction)
-    add("--ema-decay", "the EMA's decay (ramped in over the first updates)", type=float)
+    add("--ema-decay", "the EMA's decay d: average = d x average + (1 - d) x weights after "
+        "each optimizer step", type=float)
+    add("--ema-ramp", "the decay ramps in as d x (1 - exp(-updates / N)), so early "
+        "weights leave the average quickly", type=non_negative_int)
     add("--mosaic", "probability that a training image is a mosaic of 4", type=float)
     add("--mixup", "probability that a training image is blended with another",
         type=float)

@@ -9,16 +9,18 @@ import pytest
 
 from tests.fixtures.models import small_model
 from yolo3.callbacks import PeriodCheckpoint
+from yolo3.ema import WeightEMA
 from yolo3.errors import UserError
+from yolo3.optimization import WarmupCosine
 from yolo3.resume import (ResumeStore, read_state, restore_optimizer, restore_weights,
                           run_fingerprint, stage_end_unsaved, sweep_temporaries,
                           write_state)
 from yolo3.trainer import Stage
 
 
-def trained_model(seed=1, epochs=2):
+def trained_model(seed=1, epochs=2, optimizer=None):
     model = small_model(seed)
-    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    model.compile(optimizer or keras.optimizers.Adam(1e-2), "mse")
     x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
     model.fit(x, x[:, :1], epochs=epochs, batch_size=4, verbose=0)
     return model
@@ -74,9 +76,9 @@ def test_sweep_removes_only_temporaries(tmp_path):
     assert sweep_temporaries(str(tmp_path / "absent")) == []
 
 
-def store(log_dir, body, fingerprint=FINGERPRINT):
+def store(log_dir, body, fingerprint=FINGERPRINT, ema=None):
     checkpoint = PeriodCheckpoint(body, str(log_dir), period=3, verbose=0)
-    return ResumeStore(str(log_dir), body, fingerprint, {"checkpoint": checkpoint})
+    return ResumeStore(str(log_dir), body, fingerprint, {"checkpoint": checkpoint}, ema)
 
 
 def test_restore_puts_weights_and_carried_states_back(tmp_path, capsys):
@@ -137,3 +139,50 @@ def test_a_stage_killed_at_its_end_writes_its_weights_on_resume(tmp_path):
     assert not stage_end_unsaved(3, 2, str(weights))    # stage 2 ran after it
     weights.write_text("")
     assert not stage_end_unsaved(2, 2, str(weights))
+
+
+def test_the_weight_average_goes_with_the_state(tmp_path, capsys):
+    model = trained_model()
+    ema = WeightEMA(model, decay=0.5, ramp=1)
+    model.set_weights([w + 1 for w in model.get_weights()])
+    ema.update()
+    ema.update()
+    saving = store(tmp_path, model, ema=ema)
+    saving.save(model, stage=1, epoch=1)
+    saving.save(model, stage=1, epoch=2)         # replaces epoch 1's files
+    assert sorted(os.listdir(tmp_path / "train_state")) == [
+        "ema-e0002-s1.npz", "optimizer-e0002-s1.npz", "state.json",
+        "weights-e0002-s1.weights.h5"]
+    fresh = small_model(5)
+    restored = WeightEMA(fresh)
+    store(tmp_path, fresh, ema=restored).restore()
+    assert restored.updates == 2
+    for a, b in zip(restored.shadow, ema.shadow):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    saving.finish(2)                              # keeps the average's file
+    assert "ema-e0002-s1.npz" in os.listdir(tmp_path / "train_state")
+
+    # a state saved without an average: a new one starts at the restored weights
+    store(tmp_path / "plain", model).save(model, stage=1, epoch=1)
+    fresh = small_model(5)
+    restored = WeightEMA(fresh)
+    restored.updates = 9
+    store(tmp_path / "plain", fresh, ema=restored).restore()
+    assert "the average starts afresh" in capsys.readouterr().out
+    assert restored.updates == 0
+    for a, b in zip(restored.shadow, model.get_weights()):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_a_scheduled_rate_is_left_to_its_schedule(tmp_path):
+    def sgd():
+        return keras.optimizers.SGD(WarmupCosine(0.1, 100, 10), momentum=0.9)
+    model = trained_model(optimizer=sgd())
+    saving = store(tmp_path, model)
+    saving.save(model, stage=2, epoch=7)
+    fresh = small_model(5)
+    fresh.compile(sgd(), "mse")
+    saving.restore_optimizer(read_state(str(tmp_path / "train_state")),
+                             Stage(2, 5, 10, 1e-4, 4), 7, fresh)
+    assert int(np.asarray(fresh.optimizer.iterations)) == 8
+    assert float(np.asarray(fresh.optimizer.learning_rate)) == pytest.approx(0.08)

@@ -17,6 +17,7 @@ FAITHFUL = {
     "batch_size": 32, "unfreeze_batch_size": 32, "lr": 1e-3, "unfreeze_lr": 1e-4,
     "optimizer": "adam", "weight_decay": 0.0, "lr_schedule": "plateau",
     "warmup_epochs": 0.0, "final_lr": 0.01, "ema": False, "ema_decay": 0.9999,
+    "ema_ramp": 2000,
     "mosaic": 0.0, "mixup": 0.0, "close_mosaic": 0, "iou_thresh": 0.0,
     "box_loss": "original", "iou_normalizer": 1.0, "label_smoothing": 0.0,
     "multi_scale": (), "accumulate": 1,
@@ -26,7 +27,7 @@ MODERN = {
     **FAITHFUL,
     "batch_size": 8, "unfreeze_batch_size": 8, "lr": 1e-3, "unfreeze_lr": 3e-4,
     "optimizer": "adamw", "weight_decay": 0.01, "lr_schedule": "cosine",
-    "warmup_epochs": 1.0, "final_lr": 0.05, "ema": True, "ema_decay": 0.999,
+    "warmup_epochs": 1.0, "final_lr": 0.05, "ema": True, "ema_ramp": 200,
     "mosaic": 0.5, "close_mosaic": 5, "iou_thresh": 0.213, "box_loss": "ciou",
 }
 
@@ -80,7 +81,8 @@ def check(cfg):
                         ("--iou-normalizer", cfg.iou_normalizer)):
         if value < 0:
             raise UserError(f"{flag} {value:g}: must not be negative")
-    for flag, value in (("--accumulate", cfg.accumulate), ("--scale-every", cfg.scale_every)):
+    for flag, value in (("--accumulate", cfg.accumulate), ("--scale-every", cfg.scale_every),
+                        ("--ema-ramp", cfg.ema_ramp)):
         if value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
     if cfg.optimizer == "adam" and cfg.weight_decay > 0:

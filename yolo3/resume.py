@@ -1,8 +1,8 @@
 """Resume state: what a run saves after every completed epoch, how `--resume`
 puts it back, and the sweep of temporaries a killed writer left behind.
 
-Saved in <log dir>/train_state/: the body's weights, the optimizer's variables
-and state.json (epoch, stage, learning rate, the states of the callbacks that
+Saved in <log dir>/train_state/: the body's weights, the optimizer's variables,
+with --ema the averaged weights (yolo3.ema), and state.json (epoch, stage, learning rate, the states of the callbacks that
 carry over between stages, and a fingerprint of the run: model kind, classes, anchors,
 mask, input shape). The weights and optimizer files are written first under
 epoch-numbered names, then the JSON naming them, each atomically, so a kill at
@@ -31,9 +31,10 @@ def run_fingerprint(kind, class_names, anchors, mask, input_shape):
             "input_shape": [int(v) for v in input_shape]}
 
 
-def write_state(folder, body, optimizer, state):
-    """Write the weights, the optimizer's variables (when it has any) and then
-    state.json naming them; remove the files of earlier epochs."""
+def write_state(folder, body, optimizer, state, ema=None):
+    """Write the weights, the optimizer's variables (when it has any), the
+    WeightEMA `ema` (when given) and then state.json naming them; remove the
+    files of earlier epochs."""
     os.makedirs(folder, exist_ok=True)
     tag = f"e{state['epoch']:04d}-s{state['stage']}"
     state = dict(state, version=1, weights=f"weights-{tag}.weights.h5")
@@ -46,11 +47,14 @@ def write_state(folder, body, optimizer, state):
         with atomic_path(os.path.join(folder, state["optimizer"])) as temp:
             with open(temp, "wb") as handle:
                 np.savez(handle, **arrays)
+    if ema is not None:
+        state["ema"] = f"ema-{tag}.npz"
+        ema.save(os.path.join(folder, state["ema"]))
     with atomic_open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as handle:
         json.dump(state, handle, indent=1)
-    keep = {state["weights"], state.get("optimizer"), STATE_FILE}
+    keep = {state["weights"], state.get("optimizer"), state.get("ema"), STATE_FILE}
     for name in os.listdir(folder):
-        if name not in keep and name.startswith(("weights-", "optimizer-")):
+        if name not in keep and name.startswith(("weights-", "optimizer-", "ema-")):
             os.remove(os.path.join(folder, name))
 
 
@@ -125,11 +129,13 @@ class SaveState(keras.callbacks.Callback):
 
 class ResumeStore:
     """The resume state of one run in <log_dir>/train_state: `carried` maps names
-    to the callbacks (get_state/set_state) whose state is saved with it."""
+    to the callbacks (get_state/set_state) whose state is saved with it; `ema`:
+    the run's WeightEMA or None."""
 
-    def __init__(self, log_dir, body, fingerprint, carried):
+    def __init__(self, log_dir, body, fingerprint, carried, ema=None):
         self.log_dir, self.folder = log_dir, os.path.join(log_dir, STATE_DIR)
         self.body, self.fingerprint, self.carried = body, fingerprint, carried
+        self.ema = ema
 
     def saver(self, stage):
         """The callback that saves the state after each epoch of `stage`."""
@@ -139,7 +145,7 @@ class ResumeStore:
         write_state(self.folder, self.body, model.optimizer, {
             "epoch": epoch, "stage": stage, "lr": current_lr(model),
             "callbacks": {k: cb.get_state() for k, cb in self.carried.items()},
-            "fingerprint": self.fingerprint, "finished": False})
+            "fingerprint": self.fingerprint, "finished": False}, self.ema)
 
     def restore(self):
         """For --resume: remove leftover temporaries, read the state, check that it
@@ -156,11 +162,22 @@ class ResumeStore:
             raise UserError(f"{self.folder}: the saved run used another model, classes, anchors, "
                             "mask or input size; drop --resume or use another --log-dir")
         restore_weights(self.folder, state, self.body)
+        if self.ema is not None:
+            self.restore_ema(state)
         for name, callback in self.carried.items():
             callback.set_state(state["callbacks"][name])
         print(f"--resume: continuing after epoch {state['epoch']} (stage "
               f"{state['stage']}, lr {state['lr']:g}) from {self.folder}")
         return int(state["epoch"]), state
+
+    def restore_ema(self, state):
+        """The saved average, or (none saved, or it does not fit) a new average
+        starting at the restored weights."""
+        name = state.get("ema")
+        if name and self.ema.load(os.path.join(self.folder, name)):
+            return
+        print("note: no fitting saved weight average; the average starts afresh")
+        self.ema.reset()
 
     def restore_optimizer(self, state, stage, first_epoch, model):
         """Within a resumed stage (not at its start): Adam's moments and the
@@ -170,7 +187,8 @@ class ResumeStore:
             return
         if not restore_optimizer(self.folder, state, model):
             print("note: the saved optimizer state does not fit; Adam starts afresh")
-        model.optimizer.learning_rate.assign(state["lr"])
+        if isinstance(model.optimizer.learning_rate, keras.Variable):   # not a schedule
+            model.optimizer.learning_rate.assign(state["lr"])
 
     def saved_epoch(self, default):
         """The last epoch in the saved state (`default` when there is none)."""

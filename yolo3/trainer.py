@@ -3,6 +3,7 @@ Stage 1 trains the unfrozen layers with Adam 1e-3, stage 2 trains every layer
 with Adam 1e-4 plus ReduceLROnPlateau and EarlyStopping; with resume state after
 every epoch (yolo3.resume), an epoch CSV log and loss plot, a NaN guard, Ctrl-C
 handling, and stage 1 on cached features with --bottleneck (yolo3.bottleneck)."""
+import contextlib
 import dataclasses
 import math
 import os
@@ -19,6 +20,7 @@ from .batches import YoloDataset
 from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint, ResumableEarlyStopping,
                         ResumableReduceLROnPlateau)
 from .cli import format_size
+from .ema import WeightEMA
 from .distribute import (check_batch, has_accelerator, make_distribution,
                          replica_multiple, use_xla)
 from .errors import UserError
@@ -76,6 +78,7 @@ class TrainConfig:
     final_lr: Optional[float] = None     # cosine: the last lr as a fraction of the first
     ema: Optional[bool] = None
     ema_decay: Optional[float] = None
+    ema_ramp: Optional[int] = None       # updates over which the decay ramps in
     mosaic: Optional[float] = None       # probability per training image
     mixup: Optional[float] = None
     close_mosaic: Optional[int] = None   # mosaic and mixup off for the last N epochs
@@ -225,6 +228,7 @@ class RunCallbacks:
     epoch_log: EpochLog
     nan_guard: NaNGuard
     map_evaluation: Optional[MapEvaluation]
+    ema: Optional[WeightEMA] = None
 
     def carried(self):
         """The callbacks whose state the resume state saves."""
@@ -271,7 +275,7 @@ class Trainer:
         fingerprint = run_fingerprint(self.kind.name, self.class_names, self.anchors,
                                       self.mask, self.input_shape)
         self.resume_store = ResumeStore(self.log_dir, self.body, fingerprint,
-                                        self.callbacks.carried())
+                                        self.callbacks.carried(), self.callbacks.ema)
         self.outputs = {}
 
     def path(self, name):
@@ -312,7 +316,8 @@ class Trainer:
             epoch_log=EpochLog(self.path("training_log.csv"), self.path("loss.png"),
                                cfg.freeze_epochs),
             nan_guard=NaNGuard(self.body, self.log_dir),
-            map_evaluation=map_evaluation)
+            map_evaluation=map_evaluation,
+            ema=WeightEMA(self.body, cfg.ema_decay, cfg.ema_ramp) if cfg.ema else None)
 
     # -- the schedule ------------------------------------------------------------
     def run(self):
@@ -435,9 +440,11 @@ class Trainer:
 
     def stage_callbacks(self, stage, head_only):
         """The stage's callbacks. Order matters: the mAP is added to the logs before
-        they are written. No mAP on bottleneck features: they carry no images."""
+        they are written. No mAP on bottleneck features: they carry no images.
+        With --ema the validation, the mAP and the checkpoints see the averaged
+        weights, and the resume state the live ones."""
         run = self.callbacks
-        callbacks = [run.nan_guard]
+        callbacks = [run.nan_guard] + ([run.ema] if run.ema else [])
         if run.map_evaluation is not None and not head_only:
             callbacks.append(run.map_evaluation)
         if self.cfg.tensorboard and keras.backend.backend() == "tensorflow":
@@ -445,13 +452,17 @@ class Trainer:
                                                          write_graph=False))
         run.epoch_log.stage = stage.number
         callbacks += [run.checkpoint, run.epoch_log]
+        if run.ema:
+            callbacks.append(run.ema.restorer())
         if stage.number == 2 and self.cfg.lr_schedule == "plateau":
             callbacks += [run.reduce_lr, run.early_stopping]
         return callbacks + [self.resume_store.saver(stage.number)] + self.extra_callbacks
 
     def save(self, name):
+        """The body's weights (with --ema the averaged ones) as NAME.weights.h5."""
         path = self.path(f"{name}.weights.h5")
-        save_weights(self.body, path)
+        with self.callbacks.ema.applied() if self.callbacks.ema else contextlib.nullcontext():
+            save_weights(self.body, path)
         self.outputs[name] = path
 
 

@@ -105,10 +105,13 @@ def yolo_loss_metric(y_true, y_pred):
     return ops.mean(y_pred)
 
 
-def compile_model(model, lr, jit_compile="auto"):
-    """Adam(lr); the model's output is the loss, so y_true is ignored. Logs the
+def compile_model(model, lr, jit_compile="auto", optimizer=None):
+    """Compile with `optimizer` (a Keras optimizer; by default the original's
+    Adam(lr)); the model's output is the loss, so y_true is ignored. Logs the
     pure YOLO loss as `yolo_loss_metric` beside Keras's `loss` (which adds L2)."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+    if optimizer is None:
+        optimizer = keras.optimizers.Adam(learning_rate=lr)
+    model.compile(optimizer=optimizer,
                   loss={"yolo_loss": lambda y_true, y_pred: y_pred},
                   metrics={"yolo_loss": [yolo_loss_metric]},
                   jit_compile=jit_compile)
