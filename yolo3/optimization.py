@@ -27,8 +27,7 @@ import keras
 from keras import ops
 
 from .errors import UserError
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
+from .recipes import OPTIMIZERS
 
 
 def _layers(model):

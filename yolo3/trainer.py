@@ -393,11 +393,12 @@ class Trainer:
 
     def optimizer(self, stage, batches_per_epoch, model):
         """The stage's optimizer: the recipe's kind, its rate constant (for
-        ReduceLROnPlateau) or warmup + cosine over the stage's optimizer steps."""
+        ReduceLROnPlateau) or warmup + cosine over the stage's batches (Keras calls
+        a schedule with the batch count, also under --accumulate)."""
         cfg = self.cfg
         rate = stage.lr
         if cfg.lr_schedule == "cosine":
-            steps = max(1, batches_per_epoch // cfg.accumulate)
+            steps = batches_per_epoch
             rate = WarmupCosine(stage.lr, steps * (stage.end_epoch - stage.first_epoch),
                                 round(steps * cfg.warmup_epochs), cfg.final_lr)
         return make_optimizer(cfg.optimizer, rate, model, weight_decay=cfg.weight_decay,
