@@ -12,6 +12,7 @@ import keras
 from keras import layers, ops
 
 from .anchors import YOLO_MASK, TINY_MASK, anchor_masks
+from .errors import UserError
 from .kinds import kind_for_anchors
 from .networks import (DarknetConv2D, DarknetConv2D_BN_Leaky, darknet_body,
                        make_last_layers, resblock_body, spp_block, tiny_yolo_body,
@@ -181,7 +182,8 @@ def yolo_eval(yolo_outputs, anchors, num_classes, image_shape, max_boxes=20,
 # ---------------------------------------------------------------------------
 # Training targets
 
-def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=None):
+def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=None,
+                          iou_thresh=None):
     """Boxes (m, T, 5) as x_min, y_min, x_max, y_max, class in input pixels (rows
     with zero width are padding) -> y_true, one (m, h/s, w/s, len(mask[l]), 5 + C)
     array per head, holding relative x, y, w, h, objectness 1 and the class bits.
@@ -191,13 +193,20 @@ def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=No
     finds the best anchors of the valid boxes only, then reads box t of the
     unfiltered array for the t-th valid box: the zero-width row's cell, x, y, w, h
     and class go to the valid box's anchor slot, and the valid box is lost. Here
-    each valid box is written in its own cell."""
+    each valid box is written in its own cell.
+
+    iou_thresh (None: off, the original): a box also trains every other anchor of
+    the masks whose (w, h) IoU with it exceeds iou_thresh (darknet's yolo layer
+    option), in the same cell of that anchor's head. Such an extra target never
+    replaces a box's best-anchor target in the same slot; of several extra targets
+    in one free slot the last box's is kept, with its own class bit only."""
+    if iou_thresh is not None and not 0 <= iou_thresh <= 1:
+        raise UserError(f"iou_thresh {iou_thresh!r}: not between 0 and 1")
     true_boxes = np.array(true_boxes, dtype="float32")
     input_shape = np.array(input_shape, dtype="int32")
     anchors = np.asarray(anchors, dtype="float32")
     anchor_mask = anchor_masks(len(anchors), mask)
     strides = kind_for_anchors(len(anchors)).strides
-    num_layers = len(anchor_mask)
     batch = true_boxes.shape[0]
 
     classes = true_boxes[..., 4]
@@ -214,10 +223,10 @@ def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=No
     true_boxes[..., 2:4] = boxes_wh / input_shape[::-1]
 
     y_true = []
-    for head in range(num_layers):
+    for head, head_mask in enumerate(anchor_mask):
         grid = input_shape // strides[head]
-        y_true.append(np.zeros((batch, grid[0], grid[1], len(anchor_mask[head]),
-                                5 + num_classes), dtype="float32"))
+        y_true.append(np.zeros((batch, grid[0], grid[1], len(head_mask), 5 + num_classes),
+                               dtype="float32"))
 
     # Best anchor of each valid box by IoU of (w, h) with both centred at the origin.
     image_index, box_index = np.nonzero(valid)
@@ -228,26 +237,53 @@ def preprocess_true_boxes(true_boxes, input_shape, anchors, num_classes, mask=No
     rows = true_boxes[image_index, box_index]                   # (n, 5), in box order
 
     for head, head_mask in enumerate(anchor_mask):
-        grid_h, grid_w = y_true[head].shape[1:3]
         slot_of_anchor = np.full(len(anchors), -1)
         slot_of_anchor[head_mask] = np.arange(len(head_mask))
-        slot = slot_of_anchor[best_anchor]
-        take = slot >= 0
-        b, k, row = image_index[take], slot[take], rows[take]
-        # float32 coordinate times the grid size in float64, as the original's
-        # numpy scalar arithmetic (it decides the cell of a box on a cell edge).
-        i = np.clip(np.floor(row[:, 0].astype("float64") * grid_w).astype("int32"), 0, grid_w - 1)
-        j = np.clip(np.floor(row[:, 1].astype("float64") * grid_h).astype("int32"), 0, grid_h - 1)
-        c = row[:, 4].astype("int32")
+        best = _head_targets(y_true[head], image_index, slot_of_anchor[best_anchor], rows)
         # A later box in the same cell and slot overwrites box and objectness, but
         # the class bits of the earlier one stay set (the original's loop does this).
-        y_true[head][b, j, i, k, 5 + c] = 1
-        cell = ((b * grid_h + j) * grid_w + i) * len(head_mask) + k
-        _, last_from_end = np.unique(cell[::-1], return_index=True)
-        last = len(cell) - 1 - last_from_end
-        y_true[head][b[last], j[last], i[last], k[last], 0:4] = row[last, 0:4]
-        y_true[head][b[last], j[last], i[last], k[last], 4] = 1
+        y_true[head][best[:4] + (5 + best[4],)] = 1
+        _write_last(y_true[head], best)
+        if iou_thresh is not None:
+            box, anchor = np.nonzero(iou > iou_thresh)          # box order
+            other = anchor != best_anchor[box]
+            extra = _head_targets(y_true[head], image_index[box[other]],
+                                  slot_of_anchor[anchor[other]], rows[box[other]])
+            free = ~np.isin(_slot_keys(y_true[head], extra), _slot_keys(y_true[head], best))
+            _write_last(y_true[head], tuple(t[free] for t in extra), one_hot=True)
     return y_true
+
+
+def _head_targets(head_true, image, slot, rows):
+    """The targets of one head: the rows whose anchor slot is in this head (slot
+    >= 0) -> (image, j, i, slot, class, row) index arrays and rows, in order."""
+    grid_h, grid_w = head_true.shape[1:3]
+    take = slot >= 0
+    b, k, row = image[take], slot[take], rows[take]
+    # float32 coordinate times the grid size in float64, as the original's
+    # numpy scalar arithmetic (it decides the cell of a box on a cell edge).
+    i = np.clip(np.floor(row[:, 0].astype("float64") * grid_w).astype("int32"), 0, grid_w - 1)
+    j = np.clip(np.floor(row[:, 1].astype("float64") * grid_h).astype("int32"), 0, grid_h - 1)
+    return b, j, i, k, row[:, 4].astype("int32"), row
+
+
+def _slot_keys(head_true, targets):
+    """One integer per (image, j, i, slot) of the targets."""
+    grid_h, grid_w, slots = head_true.shape[1:4]
+    b, j, i, k = targets[:4]
+    return ((b * grid_h + j) * grid_w + i) * slots + k
+
+
+def _write_last(head_true, targets, one_hot=False):
+    """Write x, y, w, h and objectness 1 of the last target in each slot (and with
+    one_hot, its class bit)."""
+    _, last_from_end = np.unique(_slot_keys(head_true, targets)[::-1], return_index=True)
+    last = len(targets[0]) - 1 - last_from_end
+    b, j, i, k, c, row = (t[last] for t in targets)
+    head_true[b, j, i, k, 0:4] = row[:, 0:4]
+    head_true[b, j, i, k, 4] = 1
+    if one_hot:
+        head_true[b, j, i, k, 5 + c] = 1
 
 
 # ---------------------------------------------------------------------------
