@@ -68,18 +68,22 @@ def gradient(fn, x):
     pytest.skip(f"no gradient helper for the {backend} backend")
 
 
-def ciou_reference(pred, true, alpha=None):
-    """CIoU of one pair in float64, written out, and its alpha (given: held fixed)."""
+def overlap_reference(pred, true, kind, alpha=None):
+    """The `kind` overlap of one pair of boxes with positive sizes, in float64,
+    written out; for ciou, alpha given is held fixed."""
     (px, py, pw, ph), (tx, ty, tw, th) = pred, true
     iw = max(min(px + pw / 2, tx + tw / 2) - max(px - pw / 2, tx - tw / 2), 0)
     ih = max(min(py + ph / 2, ty + th / 2) - max(py - ph / 2, ty - th / 2), 0)
-    iou = iw * ih / (pw * ph + tw * th - iw * ih)
+    union = pw * ph + tw * th - iw * ih
+    iou = iw * ih / union
     cw = max(px + pw / 2, tx + tw / 2) - min(px - pw / 2, tx - tw / 2)
     ch = max(py + ph / 2, ty + th / 2) - min(py - ph / 2, ty - th / 2)
+    diou = iou - ((px - tx) ** 2 + (py - ty) ** 2) / (cw ** 2 + ch ** 2)
     v = 4 / math.pi ** 2 * (math.atan(tw / th) - math.atan(pw / ph)) ** 2
     if alpha is None:
-        alpha = v / (1 - iou + v)
-    return iou - ((px - tx) ** 2 + (py - ty) ** 2) / (cw ** 2 + ch ** 2) - alpha * v, alpha
+        alpha = v / (1 - iou + v) if v else 0.0     # v = 0: no aspect term
+    return {"iou": iou, "giou": iou - (cw * ch - union) / (cw * ch), "diou": diou,
+            "ciou": diou - alpha * v}[kind]
 
 
 def test_ciou_gradient_holds_alpha_constant():
@@ -89,14 +93,25 @@ def test_ciou_gradient_holds_alpha_constant():
                    pred.astype(np.float32))
 
     def central_difference(alpha, step=1e-6):
-        return np.array([(ciou_reference(pred + e, true, alpha)[0]
-                          - ciou_reference(pred - e, true, alpha)[0]) / (2 * step)
+        return np.array([(overlap_reference(pred + e, true, "ciou", alpha)
+                          - overlap_reference(pred - e, true, "ciou", alpha)) / (2 * step)
                          for e in np.eye(4) * step])
 
-    _, alpha = ciou_reference(pred, true)
+    # the point's alpha: DIoU - CIoU with alpha 1 is v
+    iou = overlap_reference(pred, true, "iou")
+    v = overlap_reference(pred, true, "diou") - overlap_reference(pred, true, "ciou", 1.0)
+    alpha = v / (1 - iou + v)
     np.testing.assert_allclose(got, central_difference(alpha), rtol=1e-3, atol=1e-5)
     # alpha differentiated too would give another gradient in w and h
     assert np.abs(central_difference(None) - central_difference(alpha))[2:].min() > 1e-2
+
+
+@pytest.mark.parametrize("kind", IOU_KINDS)
+def test_the_written_out_reference_agrees_on_the_positive_pairs(kind):
+    # the reference (used by the loss tests) against the hand values
+    for pred, true, expected in PAIRS[:4] + PAIRS[-1:]:
+        assert overlap_reference(pred, true, kind) == pytest.approx(
+            expected[IOU_KINDS.index(kind)], abs=1e-12)
 
 
 @pytest.mark.parametrize("kind", IOU_KINDS)
