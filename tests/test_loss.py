@@ -8,6 +8,7 @@ from keras import ops
 from yolo3.anchors import TINY_MASK, YOLO_MASK
 from yolo3.model import preprocess_true_boxes, yolo_loss
 from tests.fixtures import TINY_ANCHORS, YOLO_ANCHORS
+from tests.test_box_losses import overlap_reference
 
 
 def sigmoid(x):
@@ -28,7 +29,11 @@ def iou_xywh(a, b):
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def reference_loss(outputs, y_true, anchors, num_classes, mask, ignore_thresh):
+def reference_loss(outputs, y_true, anchors, num_classes, mask, ignore_thresh,
+                   box_loss="original", iou_normalizer=1.0, label_smoothing=0.0):
+    """The loss written out with loops; box_loss other than "original": 1 - the
+    overlap in input pixels replaces the xy and wh terms; label_smoothing eps: the
+    class targets are y (1 - eps) + eps / 2."""
     outputs = [np.asarray(o, np.float64) for o in outputs]
     y_true = [np.asarray(y, np.float64) for y in y_true]
     batch = outputs[0].shape[0]
@@ -56,31 +61,41 @@ def reference_loss(outputs, y_true, anchors, num_classes, mask, ignore_thresh):
                         conf = bce_logits(y[4], t[4])
                         if y[4] == 1:
                             scale = 2 - y[2] * y[3]
-                            txy = np.array([y[0] * gw - i, y[1] * gh - j])
-                            twh = np.log(np.array([y[2] / aw * input_w, y[3] / ah * input_h]))
-                            total += scale * bce_logits(txy, t[0:2]).sum()
-                            total += scale * 0.5 * ((twh - t[2:4]) ** 2).sum()
+                            if box_loss == "original":
+                                txy = np.array([y[0] * gw - i, y[1] * gh - j])
+                                twh = np.log(np.array([y[2] / aw * input_w,
+                                                       y[3] / ah * input_h]))
+                                total += scale * bce_logits(txy, t[0:2]).sum()
+                                total += scale * 0.5 * ((twh - t[2:4]) ** 2).sum()
+                            else:
+                                pixels = np.array([input_w, input_h, input_w, input_h])
+                                total += iou_normalizer * scale * (1 - overlap_reference(
+                                    pred * pixels, y[:4] * pixels, box_loss))
                             total += conf
-                            total += bce_logits(y[5:], t[5:]).sum()
+                            classes = y[5:] * (1 - label_smoothing) + label_smoothing / 2
+                            total += bce_logits(classes, t[5:]).sum()
                         elif best < ignore_thresh:
                             total += conf
     return total / batch
 
 
 def random_case(anchors, mask, size, num_classes, seed, objects=True):
+    """Random outputs and the y_true of random boxes; size: the input's side, or
+    its (height, width)."""
+    h, w = (size, size) if np.isscalar(size) else size
     rng = np.random.default_rng(seed)
     batch = 2
     boxes = np.zeros((batch, 8, 5), np.float32)
     if objects:
         for b in range(batch):
             n = rng.integers(1, 8)
-            x0 = rng.integers(0, size - 20, n)
-            y0 = rng.integers(0, size - 20, n)
+            x0 = rng.integers(0, w - 20, n)
+            y0 = rng.integers(0, h - 20, n)
             boxes[b, :n, 0], boxes[b, :n, 1] = x0, y0
-            boxes[b, :n, 2] = np.minimum(x0 + rng.integers(4, size, n), size - 1)
-            boxes[b, :n, 3] = np.minimum(y0 + rng.integers(4, size, n), size - 1)
+            boxes[b, :n, 2] = np.minimum(x0 + rng.integers(4, w, n), w - 1)
+            boxes[b, :n, 3] = np.minimum(y0 + rng.integers(4, h, n), h - 1)
             boxes[b, :n, 4] = rng.integers(0, num_classes, n)
-    y_true = preprocess_true_boxes(boxes, (size, size), anchors, num_classes, mask)
+    y_true = preprocess_true_boxes(boxes, (h, w), anchors, num_classes, mask)
     outputs = [rng.normal(0, 1.5, (batch, y.shape[1], y.shape[2], 3 * (5 + num_classes)))
                .astype(np.float32) for y in y_true]
     return outputs, y_true

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from yolo3.anchors import TINY_MASK, YOLO_MASK, get_anchors
+from yolo3.errors import UserError
 from yolo3.model import preprocess_true_boxes
 
 from tests.fixtures import TINY_ANCHORS, YOLO_ANCHORS
@@ -161,3 +162,91 @@ def test_a_zero_width_row_before_a_valid_box_the_one_difference():
     wrong = np.array([50 / 416, 65 / 416, 0, 30 / 416, 1, 0, 1, 0], np.float32)
     np.testing.assert_allclose(theirs[0][0, 2, 1, 0], wrong, rtol=1e-6)
     assert theirs[0][0, 5, 4].sum() == 0 and theirs[0][..., 4].sum() == 1
+
+
+# Multi-anchor assignment (iou_thresh). Box B: centre (150, 190), wh (100, 140); its
+# (w, h) IoU with the anchors: (116, 90) 9000 / 15440 = .583 (best: head 0 slot 0),
+# (59, 119) 7021 / 14000 = .5015 (head 1 slot 2), (156, 198) 14000 / 30888 = .453
+# (head 0 slot 1), (62, 45) 2790 / 14000 = .199, the others below .14.
+# Cells: head 0 (13x13) i = floor(150/32) = 4, j = floor(190/32) = 5; head 1
+# (26x26) i = floor(150/16) = 9, j = floor(190/16) = 11.
+BOX_B = [100, 120, 200, 260, 2]
+REL_B = [150 / 416, 190 / 416, 100 / 416, 140 / 416, 1]
+
+
+@pytest.mark.parametrize("thresh, extra_slots", [(0.213, [(0, 5, 4, 1), (1, 11, 9, 2)]),
+                                                 (0.5, [(1, 11, 9, 2)]),
+                                                 (0.19, [(0, 5, 4, 1), (1, 11, 9, 2),
+                                                         (1, 11, 9, 1)])])
+def test_a_box_also_trains_the_anchors_above_iou_thresh(thresh, extra_slots):
+    # 0.19 adds (62, 45): head 1 slot 1; 0.5 keeps only .5015.
+    y = preprocess_true_boxes(boxes_of(BOX_B), (416, 416), YOLO_ANCHORS, 3,
+                              iou_thresh=thresh)
+    target = np.array(REL_B + [0, 0, 1], np.float32)
+    for head, j, i, k in [(0, 5, 4, 0)] + extra_slots:
+        np.testing.assert_allclose(y[head][0, j, i, k], target, rtol=1e-6)
+    assert sum(a.sum() for a in y) == pytest.approx(target.sum() * (1 + len(extra_slots)),
+                                                     rel=1e-6)
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_an_extra_target_never_replaces_a_best_one(order):
+    # Box A: (65, 80)-(215, 280), centre (140, 180), wh (150, 200), class 0. IoU with
+    # (156, 198): 29700 / 31188 = .952 (best: head 0 slot 1, the cell of B, which
+    # takes it as an extra); (116, 90): 10440 / 30000 = .348 (head 0 slot 0, B's
+    # best); (373, 326): 30000 / 121598 = .247 (head 0 slot 2); (59, 119):
+    # 7021 / 30000 = .234 (head 1 slot 2, cell i = floor(140/16) = 8, j = 11).
+    rows = [[65, 80, 215, 280, 0], BOX_B]
+    y = preprocess_true_boxes(boxes_of(*[rows[n] for n in order]), (416, 416),
+                              YOLO_ANCHORS, 3, iou_thresh=0.213)
+    a = [140 / 416, 180 / 416, 150 / 416, 200 / 416, 1, 1, 0, 0]
+    b = REL_B + [0, 0, 1]
+    expected = {(0, 5, 4, 0): b, (0, 5, 4, 1): a, (0, 5, 4, 2): a,
+                (1, 11, 9, 2): b, (1, 11, 8, 2): a}
+    for (head, j, i, k), target in expected.items():
+        np.testing.assert_allclose(y[head][0, j, i, k], target, rtol=1e-6)
+    assert [a[..., 4].sum() for a in y] == [3, 2, 0]
+    assert sum(a.sum() for a in y) == pytest.approx(sum(map(sum, expected.values())), rel=1e-6)
+
+
+def test_of_two_extra_targets_in_one_slot_the_last_box_wins_with_its_class_only():
+    # B' (102, 122)-(198, 258), class 1: the same centre, wh (96, 136); best (116, 90)
+    # 8640 / 14856 = .58 (B's slot: the later box wins, both class bits stay set, as
+    # without iou_thresh); extras above 0.3 as B's: (59, 119) 7021 / 13056 = .54,
+    # (156, 198) 13056 / 30888 = .42, in the same slots as B's -> B' only.
+    y = preprocess_true_boxes(boxes_of(BOX_B, [102, 122, 198, 258, 1]), (416, 416),
+                              YOLO_ANCHORS, 3, iou_thresh=0.3)
+    b2 = [150 / 416, 190 / 416, 96 / 416, 136 / 416, 1]
+    np.testing.assert_allclose(y[0][0, 5, 4, 0], b2 + [0, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(y[0][0, 5, 4, 1], b2 + [0, 1, 0], rtol=1e-6)
+    np.testing.assert_allclose(y[1][0, 11, 9, 2], b2 + [0, 1, 0], rtol=1e-6)
+    assert [a[..., 4].sum() for a in y] == [2, 1, 0]
+
+
+@pytest.mark.parametrize("thresh, extra", [(0.5, False), (0.49, True)])
+def test_an_iou_equal_to_iou_thresh_does_not_exceed_it(thresh, extra):
+    # wh (116, 45): (62, 45) 2790 / 5220 = .534 is the best (head 1 slot 1, cell
+    # floor(158/16) = 9, floor(122/16) = 7); (116, 90) 5220 / 10440 = .5 exactly
+    # (head 0 slot 0, cell floor(158/32) = 4, floor(122/32) = 3).
+    y = preprocess_true_boxes(boxes_of([100, 100, 216, 145, 0]), (416, 416),
+                              YOLO_ANCHORS, 1, iou_thresh=thresh)
+    assert y[1][0, 7, 9, 1, 4] == 1 and y[1][..., 4].sum() == 1
+    assert y[0][0, 3, 4, 0, 4] == extra and y[0][..., 4].sum() == extra
+
+
+def test_iou_thresh_one_is_the_original():
+    # No (w, h) IoU exceeds 1: the targets of the original loop.
+    rng = np.random.default_rng(3)
+    x0, y0 = rng.integers(0, 300, (2, 4, 20))
+    boxes = np.stack([x0, y0, x0 + rng.integers(1, 116, (4, 20)),
+                      y0 + rng.integers(1, 116, (4, 20)), rng.integers(0, 3, (4, 20))], -1)
+    ours = preprocess_true_boxes(boxes, (416, 416), YOLO_ANCHORS, 3, iou_thresh=1.0)
+    for a, b in zip(ours, original_loop(boxes, (416, 416), YOLO_ANCHORS, 3, YOLO_MASK)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("thresh", [-0.1, 1.5])
+def test_iou_thresh_outside_0_1_is_a_user_error(thresh):
+    with pytest.raises(UserError, match=f"^iou_thresh {thresh}: not between 0 and 1$"):
+        preprocess_true_boxes(boxes_of(BOX_B), (416, 416), YOLO_ANCHORS, 3,
+                              iou_thresh=thresh)

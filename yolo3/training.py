@@ -43,10 +43,12 @@ def unfreeze_all(model):
 
 
 def create_training_model(kind, input_shape, anchors, num_classes, load_pretrained=True,
-                          freeze_body=2, weights_path=None, mask=None, ignore_thresh=None):
+                          freeze_body=2, weights_path=None, mask=None, ignore_thresh=None,
+                          loss_options=None):
     """The training model of a model kind (a ModelKind or its name):
     Model([image, *y_true], loss), not compiled. weights_path and ignore_thresh
-    default to the kind's."""
+    default to the kind's. loss_options: a dict of further YoloLoss arguments
+    (box_loss, iou_normalizer, label_smoothing, ...); None: the original loss."""
     kind = get_kind(kind)
     anchors = np.asarray(anchors, "float32")
     num_anchors = len(anchors)
@@ -70,26 +72,27 @@ def create_training_model(kind, input_shape, anchors, num_classes, load_pretrain
               f"with weights (freeze_body={freeze_body}).")
     if ignore_thresh is None:
         ignore_thresh = kind.ignore_thresh
-    loss = YoloLoss(anchors, num_classes, ignore_thresh, mask, name="yolo_loss")(
-        [*body.outputs, *y_true])
+    loss = YoloLoss(anchors, num_classes, ignore_thresh, mask, name="yolo_loss",
+                    **(loss_options or {}))([*body.outputs, *y_true])
     return keras.Model([body.input, *y_true], loss, name="yolo_train")
 
 
 def create_model(input_shape, anchors, num_classes, load_pretrained=True, freeze_body=2,
-                 weights_path="model_data/yolo_weights.h5", mask=None, ignore_thresh=None):
+                 weights_path="model_data/yolo_weights.h5", mask=None, ignore_thresh=None,
+                 loss_options=None):
     """YOLOv3 training model: Model([image, *y_true], loss) (not compiled)."""
     return create_training_model("yolov3", input_shape, anchors, num_classes,
                                  load_pretrained, freeze_body, weights_path, mask,
-                                 ignore_thresh)
+                                 ignore_thresh, loss_options)
 
 
 def create_tiny_model(input_shape, anchors, num_classes, load_pretrained=True, freeze_body=2,
                       weights_path="model_data/tiny_yolo_weights.h5", mask=None,
-                      ignore_thresh=None):
+                      ignore_thresh=None, loss_options=None):
     """tiny-YOLOv3 training model: Model([image, *y_true], loss) (not compiled)."""
     return create_training_model("yolov3-tiny", input_shape, anchors, num_classes,
                                  load_pretrained, freeze_body, weights_path, mask,
-                                 ignore_thresh)
+                                 ignore_thresh, loss_options)
 
 
 def detection_body(training_model):
