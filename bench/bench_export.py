@@ -6,8 +6,8 @@ speed only) at 416x416.
     python -m bench.bench_export [--models tiny,full] [--repeats 20]
         [--keep DIR] [--json bench/results/export.json]
 
-Every file is written by `yolo.py --export` (int8 calibrated on the coco128 images)
-and measured by the project's own tools:
+Every file is written by `python yolo.py --export` in a process of its own (int8
+calibrated on the coco128 images) and measured by the project's own tools:
   parity    raw head outputs of each file vs the Keras body on the raccoon test
             images and the coco128 images (max abs difference), and whether the
             detections after NMS (score 0.3) are the Keras detections;
@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,11 +74,10 @@ def file_size(path):
 
 
 def model_files(kind, folder):
-    """(yolo.py model flags, the Keras YOLO detector) for tiny (darknet weights) or
-    full (random weights)."""
+    """yolo.py's model flags for tiny (darknet weights) or full (random weights),
+    and the YOLO keyword arguments of the same model; writes the weights file."""
     from yolo3 import darknet
     from yolo3.anchors import get_anchors
-    from yolo3.detector import YOLO
     from yolo3.training import build_body
     from yolo3.weights import save_weights
 
@@ -93,22 +93,26 @@ def model_files(kind, folder):
     weights = os.path.join(folder, f"{kind}.weights.h5")
     save_weights(body, weights)
     flags = ["--model", weights, "--anchors", anchors, "--classes", classes]
-    return flags, YOLO(model_path=weights, anchors_path=anchors, classes_path=classes,
-                       model_image_size=416)
+    return flags, {"model_path": weights, "anchors_path": anchors, "classes_path": classes,
+                   "model_image_size": 416}
 
 
 def export_all(kind, flags, folder, calibration, skip=()):
-    """The FILES entries not in `skip` written by yolo.py --export;
-    {name: (path, size, seconds)}."""
-    import yolo
-
+    """The FILES entries not in `skip`, each written by its own `python yolo.py
+    --export` process (one export's memory never adds to another's or to this
+    process's); {name: (path, size, seconds)}, seconds including the process start."""
     out = {}
     for label, name, extra in FILES:
         if f"{kind}:{name}" in skip:
             continue
         path = os.path.join(folder, f"{kind}-{name}")
         started = time.perf_counter()
-        quiet(yolo.main, flags + ["--export", path] + [e.format(cal=calibration) for e in extra])
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "yolo.py"), *flags,
+                               "--export", path, *[e.format(cal=calibration) for e in extra]],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{kind} {label} export failed (exit status {done.returncode}):"
+                               f" {done.stderr.strip().splitlines()[-1:]}")
         seconds = time.perf_counter() - started
         if name == "saved":
             path = os.path.join(path, "saved_model")
@@ -243,11 +247,14 @@ def speed(calls, repeats):
 def bench(kind, folder, repeats, skip=()):
     from yolo3.images import open_image
 
+    from yolo3.detector import YOLO
+
     print(f"{kind}: exporting", flush=True)
-    flags, keras_detector = model_files(kind, folder)
+    flags, model = model_files(kind, folder)
     calibration = os.path.join(COCO, "train.txt")
     files = export_all(kind, flags, folder, calibration if kind == "tiny"
                        else first_lines(calibration, FULL_CALIBRATION, folder), skip)
+    keras_detector = YOLO(**model)
     result = {"files": {name: {"bytes": size, "export_s": seconds}
                         for name, (_, size, seconds) in files.items()}}
     result["files"]["keras"] = {"bytes": file_size(flags[1])}
