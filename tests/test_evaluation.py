@@ -198,3 +198,17 @@ def test_coco_metrics_in_chunks_are_pycocotools_numbers(monkeypatch):
     assert [summary[k] for k in ev.COCO_KEYS] == [max(s, 0.0) for s in stats]
     assert ours[:3] == per_class and ours[3] is None
     assert 0.2 < summary["AP50"] < 0.9 and summary["APs"] > 0 and summary["APl"] > 0
+
+
+def test_coco_progress_bar_on_a_terminal_only(capsys, monkeypatch):
+    from yolo3 import coco_metrics, progress
+    monkeypatch.setattr(coco_metrics, "CHUNK", 1)
+    ev.evaluate_coco(GT, DETS, 4)
+    assert capsys.readouterr().err == ""        # not a terminal: no bar
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    monkeypatch.setattr(progress, "DELAY", 0)
+    ev.evaluate_coco(GT, DETS, 4)
+    err = capsys.readouterr().err
+    assert "COCO AP:" in err and "/2 [" in err
+    ev.evaluate(GT, DETS, ["a", "b", "c", "d"], progress=False)
+    assert capsys.readouterr().err == ""

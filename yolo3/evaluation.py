@@ -139,16 +139,19 @@ def evaluate_coco(ground_truth, detections, num_classes, image_sizes=None, progr
     return coco_metrics(gts, dets, num_classes, image_sizes, progress)
 
 
-def evaluate(ground_truth, detections, class_names, image_sizes=None, coco=True):
+def evaluate(ground_truth, detections, class_names, image_sizes=None, coco=True,
+             progress=None):
     """Full report: VOC AP50 (all-point and 11-point) and COCO metrics per class.
 
     mAP50 = mean all-point VOC AP@0.5 over classes that have ground truth; mAP =
-    COCO AP@[.5:.95]. Classes without ground truth are listed and left out.
+    COCO AP@[.5:.95]. Classes without ground truth are listed and left out. A
+    bar shows the COCO evaluation when `progress` (None: on a terminal).
     """
     num_classes = len(class_names)
     voc = evaluate_voc(ground_truth, detections, num_classes)
     if coco:
-        summary, coco_ap = evaluate_coco(ground_truth, detections, num_classes, image_sizes)
+        summary, coco_ap = evaluate_coco(ground_truth, detections, num_classes, image_sizes,
+                                         progress)
     else:
         summary, coco_ap = None, [None] * num_classes
     per_class, curves, missing = {}, {}, []
