@@ -51,6 +51,9 @@ def build_parser():
                         help="anchors file to write (`w,h, w,h, ...`)")
     parser.add_argument("--force", action="store_true",
                         help="allow overwriting an existing file under model_data/")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (they show on a terminal for work "
+                        "over a second)")
     parser.add_argument("--plot", metavar="PNG", default=None,
                         help="also save a plot of the clusters and anchors to this PNG "
                         "(default: no plot)")
@@ -74,7 +77,8 @@ def main(argv=None):
     if args.mask is not None:
         anchor_masks(args.k, args.mask)        # a bad mask fails before the work
     input_wh = args.input_size[::-1]
-    boxes = read_box_sizes(args.annotations, input_wh, args.raw_pixels)
+    progress = False if args.no_progress else None
+    boxes = read_box_sizes(args.annotations, input_wh, args.raw_pixels, progress)
     wh = boxes.wh
     units = ("image pixels (raw)" if args.raw_pixels
              else "input pixels ({}x{} letterbox)".format(*input_wh))
@@ -83,7 +87,7 @@ def main(argv=None):
 
     if args.metric == "iou":
         result = iou_kmeans(wh, args.k, args.restarts, args.update, args.max_iter,
-                            args.seed)
+                            args.seed, progress=progress)
         how = f"1 - IoU, {args.update} update, polished"
     else:
         result = euclidean_kmeans(wh, args.k, args.restarts, args.max_iter, args.seed)

@@ -184,7 +184,7 @@ def run_step(name, annotations, args):
     """In this process: the step's result with seconds, peak and base RSS."""
     import keras  # noqa: F401  (the imports are not part of the step)
 
-    from yolo3 import annotation_file, schedule  # noqa: F401
+    from yolo3 import annotation_file, trainer  # noqa: F401
     base = current_rss()
     start = time.perf_counter()
     result = globals()[f"step_{name}"](annotations, args)

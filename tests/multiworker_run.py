@@ -11,10 +11,17 @@ import os
 import sys
 import time
 
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # As where TensorFlow is not installed: Keras would import it (10 s here, on
+    # each start) only to seed its random generator; the JAX path needs none of it.
+    sys.modules["tensorflow"] = None
+
 import keras
 import numpy as np
 
+import yolo3.networks
 import yolo3.trainer
+from yolo3.networks import DarknetConv2D, DarknetConv2D_BN_Leaky
 from yolo3.trainer import TrainConfig, Trainer
 from yolo3.training import detection_body
 
@@ -86,6 +93,20 @@ class ProbedTrainer(Trainer):
                            keras.layers.Identity(name="yolo_loss")(loss))
 
 
+def small_tiny_body(inputs, num_anchors, num_classes):
+    """Three convolutions in tiny-YOLOv3's shape (heads at strides 32 and 16,
+    its output layers' names), with one BatchNormalization: the workers build,
+    trace and all-reduce it in a fraction of the real body's time."""
+    out_filters = num_anchors * (num_classes + 5)
+    x = DarknetConv2D_BN_Leaky(8, (3, 3), index=0)(inputs)
+    stride16 = keras.layers.MaxPooling2D(16, name="maxpool_001")(x)
+    stride32 = keras.layers.MaxPooling2D(2, name="maxpool_002")(stride16)
+    return keras.Model(inputs, [DarknetConv2D(out_filters, (1, 1), index=15)(stride32),
+                                DarknetConv2D(out_filters, (1, 1), index=22)(stride16)],
+                       name="tiny_yolo_body")
+
+
+yolo3.networks.tiny_yolo_body = small_tiny_body
 # The saved body is the one inside the wrapped training model ("yolo_train").
 yolo3.trainer.detection_body = lambda model: detection_body(model.get_layer("yolo_train"))
 

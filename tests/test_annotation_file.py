@@ -239,3 +239,42 @@ def test_real_annotation_files():
     if coco.exists():
         lines = read_annotations(coco, num_classes=80)
         assert sum(len(l.boxes) == 0 for l in lines) == 2
+
+
+def test_full_check_on_several_processes_gives_the_serial_result(folder, monkeypatch):
+    """40 lines in chunks of 3 over 2 processes: every 7th line names a damaged
+    image (only decoding finds it), every 11th a missing one; the problems come
+    back in line order, each naming its file:line, the good lines in order."""
+    from yolo3 import annotation_file
+    noise = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "d.png")
+    data = bytearray((folder / "d.png").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 32] = b"\x00" * 32
+    (folder / "d.png").write_bytes(bytes(data))
+    names = ["missing.png" if n % 11 == 0 else "d.png" if n % 7 == 0 else "a.png"
+             for n in range(1, 41)]
+    path = _write(folder, "".join(f"{name} 0,0,5,{n},0\n" for n, name in
+                                  enumerate(names, 1)))
+    bad = [n for n, name in enumerate(names, 1) if name != "a.png"]
+    assert bad == [7, 11, 14, 21, 22, 28, 33, 35]
+    pools = []
+
+    class Pool(annotation_file.ProcessPoolExecutor):
+        def __init__(self, workers):
+            pools.append(workers)
+            super().__init__(workers)
+    monkeypatch.setattr(annotation_file, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(annotation_file, "CHUNK", 3)
+    results = {}
+    for workers in (1, 2):
+        problems = _problems(path, full_check=True, workers=workers)
+        assert problems[0] == f"{path}: 8 bad lines of 40 (fix them, or skip them " \
+                              "with --skip-bad):"
+        assert [p.split(":")[1] for p in problems[1:]] == [str(n) for n in bad]
+        kept = read_annotations(path, full_check=True, skip_bad=True, workers=workers)
+        assert [line.boxes[0, 3] for line in kept] == \
+            [n for n in range(1, 41) if n not in bad]
+        results[workers] = problems, [(line.path, line.source, line.boxes.tolist())
+                                      for line in kept]
+    assert results[1] == results[2]
+    assert pools == [2, 2]                      # the serial reads made no pool

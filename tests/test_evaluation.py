@@ -137,3 +137,78 @@ def test_table_json_and_plot(tmp_path):
     assert {"mAP50", "mAP", "per_class"} <= set(data)
     ev.plot_pr_curves(curves, report, tmp_path / "pr.png")
     assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def pycocotools_reference(gts, dts, num_classes):
+    """The plain whole-set COCOeval run (every image's records in memory):
+    (stats, per-class AP over all areas and 100 detections)."""
+    import contextlib
+    import io
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    images = [{"id": i} for i in range(len(gts))]
+    annotations = [{"id": len(images) + n, "image_id": i, "category_id": int(c) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0}
+                   for n, (i, (x0, y0, x1, y1, c)) in enumerate(
+                       (i, row) for i, gt in enumerate(gts) for row in gt)]
+    results = [{"image_id": i, "category_id": int(c) + 1, "score": float(s),
+                "bbox": [x0, y0, x1 - x0, y1 - y0]}
+               for i, (boxes, scores, classes) in enumerate(dts)
+               for (x0, y0, x1, y1), s, c in zip(boxes, scores, classes)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = {"images": images, "annotations": annotations,
+                         "categories": [{"id": c + 1} for c in range(num_classes)]}
+        truth.createIndex()
+        evaluator = COCOeval(truth, truth.loadRes(results), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    return list(evaluator.stats), [precision[:, :, c][precision[:, :, c] > -1].mean()
+                                   for c in range(num_classes - 1)]
+
+
+def test_coco_metrics_in_chunks_are_pycocotools_numbers(monkeypatch):
+    """500 images in chunks of 37: boxes of every area range, tied scores, an
+    image with 150 detections of one class (beyond the 100 kept), images with
+    no ground truth or no detections, a class never in the ground truth."""
+    from yolo3 import coco_metrics
+    monkeypatch.setattr(coco_metrics, "CHUNK", 37)
+    rng = np.random.default_rng(5)
+    gts, dts = [], []
+    for i in range(500):
+        k = rng.integers(0, 5)
+        xy = rng.uniform(0, 300, (k, 2))
+        wh = np.exp(rng.uniform(np.log(4), np.log(200), (k, 2)))   # small to large
+        gt = np.concatenate([xy, xy + wh, rng.integers(0, 3, (k, 1))], 1)
+        rows = [[*(box[:4] + rng.normal(0, .08, 4) * np.tile(box[2:4] - box[:2], 2)),
+                 rng.choice([.3, .5, .9, rng.random()]), box[4] if rng.random() < .9 else 3]
+                for box in gt for _ in range(rng.integers(0, 3))]
+        count = 150 if i == 7 else rng.integers(0, 3)
+        for _ in range(count):             # false positives, some with tied scores
+            x, y = rng.uniform(0, 350, 2)
+            rows.append([x, y, x + rng.uniform(5, 120), y + rng.uniform(5, 120),
+                         rng.choice([.5, rng.random()]), 0 if i == 7 else rng.integers(0, 4)])
+        gts.append(gt if i % 50 else np.zeros((0, 5)))
+        dts.append(dets(rows) if i % 40 else dets([]))
+    stats, per_class = pycocotools_reference(gts, dts, 4)
+    summary, ours = ev.evaluate_coco(gts, dts, 4)
+    assert [summary[k] for k in ev.COCO_KEYS] == [max(s, 0.0) for s in stats]
+    assert ours[:3] == per_class and ours[3] is None
+    assert 0.2 < summary["AP50"] < 0.9 and summary["APs"] > 0 and summary["APl"] > 0
+
+
+def test_coco_progress_bar_on_a_terminal_only(capsys, monkeypatch):
+    from yolo3 import coco_metrics, progress
+    monkeypatch.setattr(coco_metrics, "CHUNK", 1)
+    ev.evaluate_coco(GT, DETS, 4)
+    assert capsys.readouterr().err == ""        # not a terminal: no bar
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    monkeypatch.setattr(progress, "DELAY", 0)
+    ev.evaluate_coco(GT, DETS, 4)
+    err = capsys.readouterr().err
+    assert "COCO AP:" in err and "/2 [" in err
+    ev.evaluate(GT, DETS, ["a", "b", "c", "d"], progress=False)
+    assert capsys.readouterr().err == ""

@@ -180,3 +180,17 @@ def test_real_data_beats_the_original(shared, tmp_path, capsys, name):
     for seed in range(10):
         original = iou(boxes, original_kmeans(boxes, 9, seed)).max(1).mean()
         assert ours >= original
+
+
+def test_progress_bars_on_a_terminal_only(dataset, tmp_path, capsys, monkeypatch):
+    from yolo3 import progress
+    argv = [dataset, "-k", 6, "--restarts", 3, "--out", tmp_path / "a.txt"]
+    code, _, err = run(argv, capsys)
+    assert code == 0 and err == ""             # not a terminal: no bar
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    monkeypatch.setattr(progress, "DELAY", 0)
+    code, _, err = run(argv, capsys)
+    assert code == 0 and "reading box sizes:" in err and "/2 [" in err
+    assert "k-means:" in err and "/3 [" in err
+    code, _, err = run(argv + ["--no-progress"], capsys)
+    assert code == 0 and err == ""

@@ -1,8 +1,11 @@
 """--strategy multiworker for real: two worker processes on localhost (free
 ports), TensorFlow (MultiWorkerMirroredStrategy, TF_CONFIG) and JAX
 (keras.distribution.initialize + DataParallel, gloo CPU collectives). Each runs
-tests/multiworker_run.py: 2 epochs of tiny-YOLOv3 at 32 px on 16 generated
-images, killed after epoch 1 and continued with --resume."""
+tests/multiworker_run.py: 2 epochs at 32 px on 16 generated images of a
+three-convolution body in tiny-YOLOv3's shape (the real loss, schedule and
+callbacks), killed after epoch 1 and continued with --resume. Most of the time
+is each process's start (imports, the cluster, tracing or compiling the step):
+one shared run per backend serves every check."""
 import json
 import os
 import subprocess

@@ -6,9 +6,11 @@ stored image; decimals accepted). The path is everything before the first box, s
 it may hold spaces. Blank lines and `#` comments are skipped; CRLF and a UTF-8 BOM
 are accepted; a line with only a path is an image without objects.
 """
+import itertools
 import os
 import re
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -18,6 +20,7 @@ from .images import ImageError, check_image
 from .progress import progress_bar
 
 MAX_PROBLEMS = 50
+CHUNK = 64      # lines per task when full_check decodes on several processes
 # A token meant as a box: numbers and commas with at least one comma and a digit,
 # or anything with 4 commas and no path separator (a box with a typo in it).
 _NUMBERS = re.compile(r"[-+0-9.eE]*,[-+0-9.eE,]*")
@@ -152,7 +155,8 @@ def _check_boxes_in_image(boxes, tokens, size):
 
 
 def read_annotations(path, num_classes=None, check_images=True, full_check=False,
-                     skip_bad=False, min_lines=1, max_problems=MAX_PROBLEMS, progress=None):
+                     skip_bad=False, min_lines=1, max_problems=MAX_PROBLEMS, progress=None,
+                     workers=None):
     """Read and validate an annotation file -> list of AnnotationLine.
 
     Every line is checked before anything trains: box syntax, x_min < x_max,
@@ -164,6 +168,8 @@ def read_annotations(path, num_classes=None, check_images=True, full_check=False
     warning on stderr instead. Fewer than `min_lines` usable lines is an error.
     Image paths are resolved by `resolve_image_path`. While images are checked, a
     progress bar shows when `progress` (None: on a terminal, yolo3.progress).
+    full_check decodes on `workers` processes (None: one per CPU), with the same
+    result as one.
     """
     path = os.fspath(path)
     try:
@@ -179,9 +185,10 @@ def read_annotations(path, num_classes=None, check_images=True, full_check=False
     good, problems, bad_lines = [], [], 0
     with progress_bar(len(raw_lines), f"checking {path}", progress if check_images else False,
                       unit="image") as advance:
-        for number, line in raw_lines:
+        checked = _validate_all(raw_lines, (path, num_classes, check_images, full_check),
+                                workers if full_check else 1)
+        for (number, _), line_problems in zip(raw_lines, checked):
             source = f"{path}:{number}"
-            line_problems = _validate(line, path, num_classes, check_images, full_check)
             if isinstance(line_problems, AnnotationLine):
                 good.append(line_problems._replace(source=source))
             else:
@@ -208,6 +215,31 @@ def read_annotations(path, num_classes=None, check_images=True, full_check=False
 
 def _lines(count, what):
     return f"{count} {what}" + ("" if count == 1 else "s")
+
+
+def _validate_all(raw_lines, args, workers):
+    """_validate(line, *args) of each (number, line), in line order. With
+    several workers the lines go to a process pool in chunks of CHUNK (decoding
+    images is the slow part: --full-check)."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+    chunks = [[line for _, line in raw_lines[i:i + CHUNK]]
+              for i in range(0, len(raw_lines), CHUNK)]
+    if workers < 2 or len(chunks) < 2:
+        for chunk in chunks:
+            yield from _validate_chunk(chunk, args)
+        return
+    pool = ProcessPoolExecutor(min(workers, len(chunks)))
+    try:
+        for results in pool.map(_validate_chunk, chunks, itertools.repeat(args)):
+            yield from results
+    finally:   # an error or Ctrl-C: the chunks not started are dropped
+        pool.shutdown(cancel_futures=True)
+
+
+def _validate_chunk(lines, args):
+    return [_validate(line, *args) for line in lines]
 
 
 def _validate(line, annotation_path, num_classes, check_images, full_check):

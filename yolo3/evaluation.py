@@ -1,5 +1,5 @@
-"""Detection quality: VOC AP@0.5 (all-point and 11-point) and COCO AP through
-pycocotools, a per-class table, precision-recall plots, and a Keras callback that
+"""Detection quality: VOC AP@0.5 (all-point and 11-point) and COCO AP
+(pycocotools' numbers, yolo3.coco_metrics), a per-class table, precision-recall plots, and a Keras callback that
 logs the validation mAP50 during training.
 
 Inputs everywhere: per image, ground truth (n, 5) `x_min, y_min, x_max, y_max,
@@ -7,8 +7,6 @@ class` and detections (boxes (k, 4) `x_min, y_min, x_max, y_max`, scores (k,),
 classes (k,)), all in image pixels. Boxes are continuous coordinates: area =
 (x_max - x_min) * (y_max - y_min), no "+1" (as pycocotools).
 """
-import contextlib
-import io
 import json
 import math
 
@@ -16,11 +14,10 @@ import keras
 import numpy as np
 
 from .atomic import atomic_open, atomic_path
+from .coco_metrics import COCO_KEYS, coco_metrics
 from .errors import UserError
 
 IOU_THRESHOLD = 0.5
-COCO_KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl",
-             "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
 
 def voc_ap(recall, precision, use_07_metric=False):
@@ -134,72 +131,27 @@ def _pr_curve(scores, flags, n_gt):
             "precision": precision, "recall": recall}
 
 
-def coco_ground_truth(ground_truth, num_classes, image_sizes=None):
-    """A pycocotools COCO object built in memory (image ids 0.., category id =
-    class id + 1, annotation ids from 1: pycocotools treats id 0 as 'unmatched')."""
-    from pycocotools.coco import COCO
-
-    images, annotations = [], []
-    for i, gt in enumerate(ground_truth):
-        width, height = image_sizes[i] if image_sizes is not None else (0, 0)
-        images.append({"id": i, "width": int(width), "height": int(height)})
-        for x0, y0, x1, y1, c in np.asarray(gt, dtype=np.float64).reshape(-1, 5):
-            w, h = x1 - x0, y1 - y0
-            annotations.append({"id": len(annotations) + 1, "image_id": i,
-                                "category_id": int(c) + 1, "bbox": [x0, y0, w, h],
-                                "area": w * h, "iscrowd": 0})
-    coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations,
-                    "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
-def evaluate_coco(ground_truth, detections, num_classes, image_sizes=None):
-    """COCO metrics by pycocotools' COCOeval -> (summary dict, per-class AP list
-    (None for classes without ground truth))."""
-    from pycocotools.cocoeval import COCOeval
-
+def evaluate_coco(ground_truth, detections, num_classes, image_sizes=None, progress=None):
+    """COCO metrics as pycocotools' COCOeval computes them, in bounded memory
+    (yolo3.coco_metrics) -> (summary dict, per-class AP list (None for classes
+    without ground truth))."""
     gts, dets = _check_inputs(ground_truth, detections, num_classes)
-    coco_gt = coco_ground_truth(gts, num_classes, image_sizes)
-    results = []
-    for i, (boxes, scores, classes) in enumerate(dets):
-        for (x0, y0, x1, y1), s, c in zip(boxes, scores, classes):
-            results.append({"image_id": i, "category_id": int(c) + 1,
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)})
-    present = set(np.concatenate([gt[:, 4] for gt in gts]).astype(int).tolist())
-    has_gt = [c in present for c in range(num_classes)]
-    if not results or not coco_gt.dataset["annotations"]:
-        per_class = [0.0 if h else None for h in has_gt]
-        return dict.fromkeys(COCO_KEYS, 0.0), per_class
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(results)
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    # -1 marks "no ground truth in this area range": report it as 0.
-    summary = {k: max(float(v), 0.0) for k, v in zip(COCO_KEYS, evaluator.stats)}
-    # precision[T, R, K, A, M]: all areas (A=0), 100 detections (M=-1).
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]
-    per_class = []
-    for c in range(num_classes):
-        values = precision[:, :, c]
-        per_class.append(float(values[values > -1].mean()) if has_gt[c] else None)
-    return summary, per_class
+    return coco_metrics(gts, dets, num_classes, image_sizes, progress)
 
 
-def evaluate(ground_truth, detections, class_names, image_sizes=None, coco=True):
+def evaluate(ground_truth, detections, class_names, image_sizes=None, coco=True,
+             progress=None):
     """Full report: VOC AP50 (all-point and 11-point) and COCO metrics per class.
 
     mAP50 = mean all-point VOC AP@0.5 over classes that have ground truth; mAP =
-    COCO AP@[.5:.95]. Classes without ground truth are listed and left out.
+    COCO AP@[.5:.95]. Classes without ground truth are listed and left out. A
+    bar shows the COCO evaluation when `progress` (None: on a terminal).
     """
     num_classes = len(class_names)
     voc = evaluate_voc(ground_truth, detections, num_classes)
     if coco:
-        summary, coco_ap = evaluate_coco(ground_truth, detections, num_classes, image_sizes)
+        summary, coco_ap = evaluate_coco(ground_truth, detections, num_classes, image_sizes,
+                                         progress)
     else:
         summary, coco_ap = None, [None] * num_classes
     per_class, curves, missing = {}, {}, []

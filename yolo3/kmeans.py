@@ -16,6 +16,7 @@ from .atomic import atomic_path
 from .errors import UserError
 from .images import image_size
 from .kinds import counts_text, kind_for_anchors
+from .progress import progress_bar
 
 UPDATES = ("median", "mean")
 # restarts=None: many for small data sets, where a run costs little and k-means'
@@ -48,16 +49,27 @@ class BoxSizes:
     images: int             # distinct images with boxes
 
 
-def read_box_sizes(annotation_path, input_wh=(416, 416), raw_pixels=False):
+def read_box_sizes(annotation_path, input_wh=(416, 416), raw_pixels=False, progress=None):
     """Box (w, h) of every box in the annotation file.
 
     Boxes are scaled by their image's letterbox factor into network-input pixels
     (anchors live there); raw_pixels keeps image pixels, as the original did.
+    A bar over the lines shows when `progress` (None: on a terminal).
     """
+    lines = read_annotations(annotation_path, check_images=False, progress=False)
+    with progress_bar(len(lines), "reading box sizes", progress, unit="line") as advance:
+        wh, sizes = _box_sizes(lines, input_wh, raw_pixels, advance)
+    if not wh:
+        raise UserError(f"{annotation_path}: no boxes in {len(lines)} lines")
+    return BoxSizes(np.concatenate(wh).astype(np.float32), len(lines), len(sizes))
+
+
+def _box_sizes(lines, input_wh, raw_pixels, advance):
+    """([(n, 2) box sizes per line with boxes], {image path: size or None})."""
     sizes = {}       # image size cache: duplicate lines need one header read
     wh = []
-    lines = read_annotations(annotation_path, check_images=False, progress=False)
     for line in lines:
+        advance()
         if not len(line.boxes):
             continue
         box_wh = (line.boxes[:, 2:4] - line.boxes[:, 0:2]).astype(np.float64)
@@ -77,9 +89,7 @@ def read_box_sizes(annotation_path, input_wh=(416, 416), raw_pixels=False):
         else:
             sizes.setdefault(key, None)
         wh.append(box_wh)
-    if not wh:
-        raise UserError(f"{annotation_path}: no boxes in {len(lines)} lines")
-    return BoxSizes(np.concatenate(wh).astype(np.float32), len(lines), len(sizes))
+    return wh, sizes
 
 
 # ------------------------------------------------------------------ metrics ---
@@ -230,29 +240,35 @@ def auto_restarts(distinct):
 
 
 def iou_kmeans(wh, k=9, restarts=None, update="median", max_iter=300, seed=0,
-               polished=True):
+               polished=True, progress=None):
     """k-means with distance 1 - IoU; best of `restarts` k-means++ runs
     (None: auto_restarts), then `polish`ed unless polished=False.
 
     With more than SAMPLE distinct box sizes, the restarts run on a weighted
     sample of SAMPLE box sizes; the FINALISTS best of them then continue on all
     boxes until their assignments stop changing, and the best of those is kept.
+    A bar over the runs shows when `progress` (None: on a terminal).
     """
     if update not in UPDATES:
         raise UserError(f"update must be one of {', '.join(UPDATES)} ({update!r})")
     points, weights = _prepare(wh, k)
     restarts = max(1, auto_restarts(len(points)) if restarts is None else restarts)
     rng = np.random.default_rng(seed)
-    if len(points) > SAMPLE:
-        drawn = rng.choice(len(points), SAMPLE, p=weights / weights.sum())
-        index, counts = np.unique(drawn, return_counts=True)
-        runs = _restarts(points[index], counts.astype(np.float64), k, restarts, update,
-                         max_iter, rng)
-        finalists = sorted(runs, key=lambda run: -run[1])[:FINALISTS]
-        runs = [_run(points, weights, centroids, update, max_iter)
-                for centroids, _, _, _ in finalists]
-    else:
-        runs = _restarts(points, weights, k, restarts, update, max_iter, rng)
+    sampled = len(points) > SAMPLE
+    with progress_bar(restarts + (FINALISTS if sampled else 0), "k-means", progress,
+                      unit="run") as advance:
+        if sampled:
+            drawn = rng.choice(len(points), SAMPLE, p=weights / weights.sum())
+            index, counts = np.unique(drawn, return_counts=True)
+            runs = _restarts(points[index], counts.astype(np.float64), k, restarts,
+                             update, max_iter, rng, advance)
+            finalists = sorted(runs, key=lambda run: -run[1])[:FINALISTS]
+            runs = []
+            for centroids, _, _, _ in finalists:
+                runs.append(_run(points, weights, centroids, update, max_iter))
+                advance()
+        else:
+            runs = _restarts(points, weights, k, restarts, update, max_iter, rng, advance)
     centroids, mean_iou, iterations, converged = max(runs, key=lambda run: run[1])
     if polished:
         centroids = _climb(points, weights, centroids, POLISH_STEPS, relative=True)
@@ -260,14 +276,16 @@ def iou_kmeans(wh, k=9, restarts=None, update="median", max_iter=300, seed=0,
     return KMeansResult(sort_by_area(centroids), mean_iou, iterations, converged, restarts)
 
 
-def _restarts(points, weights, k, restarts, update, max_iter, rng):
-    """(centroids, mean IoU, iterations, converged) of each k-means++ run."""
+def _restarts(points, weights, k, restarts, update, max_iter, rng, advance):
+    """(centroids, mean IoU, iterations, converged) of each k-means++ run;
+    advance() after each."""
     runs = []
     for _ in range(restarts):
         start = _seed_plus_plus(points, weights, k, rng)
         if len(start) < k:                     # fewer distinct boxes than k
             raise UserError(f"only {len(points)} distinct box sizes for k={k}")
         runs.append(_run(points, weights, start, update, max_iter))
+        advance()
     return runs
 
 
