@@ -76,7 +76,7 @@ def add_recipe_parts(p):
     add("--close-mosaic", "no mosaic and mixup in the last N epochs", type=non_negative_int)
     add("--iou-thresh", "a box also trains every anchor whose shape IoU with it exceeds "
         "this (0: only its best anchor)", type=float)
-    add("--box-loss", "original: xy BCE + wh L2; giou, diou, ciou: an IoU loss on the "
+    add("--box-loss", "original: xy BCE + wh L2; iou, giou, diou, ciou: an IoU loss on the "
         "decoded box", choices=BOX_LOSSES)
     add("--iou-normalizer", "weight of the IoU box loss", type=float)
     add("--label-smoothing", "class targets 1 - e/2 and e/2 instead of 1 and 0", type=float)

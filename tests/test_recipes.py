@@ -46,7 +46,7 @@ def test_describe_lists_what_differs_from_faithful():
 
 @pytest.mark.parametrize("change, message", [
     ({"recipe": "fast"}, "--recipe fast: choose faithful or modern"),
-    ({"box_loss": "l1"}, "--box-loss l1: choose one of original, giou, diou, ciou"),
+    ({"box_loss": "l1"}, "--box-loss l1: choose one of original, iou, giou, diou, ciou"),
     ({"mosaic": 1.5}, "--mosaic 1.5: must be in [0, 1]"),
     ({"iou_thresh": 1.0}, "--iou-thresh 1: must be in [0, 1)"),
     ({"label_smoothing": -0.1}, "--label-smoothing -0.1: must be in [0, 1)"),

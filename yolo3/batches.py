@@ -160,6 +160,28 @@ class YoloDataset(keras.utils.PyDataset):
         self.epoch += 1
 
 
+def free_size_batches(batches):
+    """A tf.data.Dataset over a multi-scale YoloDataset whose element spec leaves
+    the image and grid sizes free. (Keras's own adapter fixes every shape from the
+    first two batches, which share a size, and then fails on the next size.) One
+    pass per epoch, after which the dataset's epoch advances as Keras would
+    advance it; the batches are the same as through Keras's adapter."""
+    import tensorflow as tf
+
+    def spec(array):
+        free = (None,) * min(array.ndim, 3) + array.shape[3:]
+        return tf.TensorSpec(free, tf.as_dtype(array.dtype))
+
+    def one_epoch():
+        for index in range(len(batches)):
+            yield batches[index]
+        batches.on_epoch_end()
+
+    signature = tf.nest.map_structure(spec, batches[0])
+    dataset = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(1)
+
+
 def _probability(name, value):
     """value as a float in [0, 1]; a UserError naming it otherwise."""
     if not 0 <= value <= 1:

@@ -12,6 +12,7 @@ single part can be set alone on top of either recipe."""
 import dataclasses
 
 from .errors import UserError
+from .model import BOX_LOSSES
 
 FAITHFUL = {
     "batch_size": 32, "unfreeze_batch_size": 32, "lr": 1e-3, "unfreeze_lr": 1e-4,
@@ -48,7 +49,6 @@ def describe(name):
             if FAITHFUL[key] != value]
 
 
-BOX_LOSSES = ("original", "giou", "diou", "ciou")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("plateau", "cosine")
 

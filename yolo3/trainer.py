@@ -16,7 +16,7 @@ import numpy as np
 from . import bottleneck, recipes
 from .anchors import anchor_masks, get_anchors, parse_mask
 from .annotation_file import get_classes, read_annotations
-from .batches import YoloDataset
+from .batches import YoloDataset, free_size_batches
 from .callbacks import (EpochLog, NaNGuard, PeriodCheckpoint, ResumableEarlyStopping,
                         ResumableReduceLROnPlateau)
 from .cli import format_size
@@ -381,11 +381,14 @@ class Trainer:
                           self.distribution.local_batches(val))
             compile_model(model, stage.lr, jit_compile=use_xla(self.cfg.jit, head_only),
                           optimizer=self.optimizer(stage, len(train), model))
+            free_size = self.cfg.multi_scale and keras.backend.backend() == "tensorflow"
+            if free_size:   # the batches shuffle themselves either way
+                train = free_size_batches(train)
             self.resume_store.restore_optimizer(state, stage, first, model)
         print(f"Stage {stage.number}: epochs {first + 1}..{stage.end_epoch}, batch size "
               f"{batch}, lr {stage.lr:g}.")
         history = model.fit(train, validation_data=val, initial_epoch=first,
-                            epochs=stage.end_epoch, verbose=self.verbose,
+                            epochs=stage.end_epoch, verbose=self.verbose, shuffle=not free_size,
                             callbacks=self.stage_callbacks(stage, head_only))
         if not self.callbacks.nan_guard.tripped:
             self.save(stage.weights_name)
