@@ -401,9 +401,9 @@ class Trainer:
         cfg = self.cfg
         rate = stage.lr
         if cfg.lr_schedule == "cosine":
-            steps = batches_per_epoch
-            rate = WarmupCosine(stage.lr, steps * (stage.end_epoch - stage.first_epoch),
-                                round(steps * cfg.warmup_epochs), cfg.final_lr)
+            total = batches_per_epoch * (stage.end_epoch - stage.first_epoch)
+            warmup = min(round(batches_per_epoch * cfg.warmup_epochs), total)
+            rate = WarmupCosine(stage.lr, total, warmup, cfg.final_lr)
         return make_optimizer(cfg.optimizer, rate, model, weight_decay=cfg.weight_decay,
                               momentum=cfg.momentum, accumulate=cfg.accumulate)
 
