@@ -36,15 +36,20 @@ VARIANTS = {
     "faithful": [],
     "modern": ["--recipe", "modern"],
 }
-# one part of the modern recipe off (or on for faithful) at a time
+# one part of the modern recipe changed at a time (off, or on for the parts that
+# modern leaves off), and faithful with modern's batch size
 ABLATION = {
-    "modern-no-mosaic": ["--recipe", "modern", "--mosaic", "0", "--mixup", "0"],
+    "modern-no-mosaic": ["--recipe", "modern", "--mosaic", "0"],
     "modern-no-multi-anchor": ["--recipe", "modern", "--iou-thresh", "0"],
     "modern-original-box-loss": ["--recipe", "modern", "--box-loss", "original"],
     "modern-no-ema": ["--recipe", "modern", "--no-ema"],
     "modern-plateau-lr": ["--recipe", "modern", "--lr-schedule", "plateau"],
+    "modern-adam": ["--recipe", "modern", "--optimizer", "adam", "--weight-decay", "0"],
     "modern-batch-32": ["--recipe", "modern", "--batch-size", "32",
                         "--unfreeze-batch-size", "32"],
+    "modern-mixup": ["--recipe", "modern", "--mixup", "0.2"],
+    "modern-label-smoothing": ["--recipe", "modern", "--label-smoothing", "0.1"],
+    "modern-multi-scale": ["--recipe", "modern", "--multi-scale", "192-320"],
     "faithful-batch-8": ["--batch-size", "8", "--unfreeze-batch-size", "8"],
 }
 
@@ -161,7 +166,7 @@ def main(argv=None):
     plan = []
     for i, seed in enumerate(seeds):
         for name in args.sets.split(","):
-            plan += [(name, v, seed) for v in args.variants.split(",")]
+            plan += [(name, v, seed) for v in args.variants.split(",") if v]
             if name == args.ablation and i < args.ablation_seeds:
                 plan += [(name, v, seed) for v in ABLATION]
     results = {}

@@ -108,6 +108,11 @@ def train(tmp_path, log_dir, kill="", resume=False, freeze_epochs=FREEZE_EPOCHS,
             "--unfreeze-batch-size", "4", "--freeze-epochs", str(freeze_epochs),
             "--epochs", str(epochs), "--val-split", "0.2", "--checkpoint-period", "1",
             "--no-jit"] + (["--resume"] if resume else [])
+    return run_killer(tmp_path, argv, kill)
+
+
+def run_killer(tmp_path, argv, kill=""):
+    """`python train.py ARGV` through the KILLER wrapper, in tmp_path."""
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
     env = dict(os.environ, KILL=kill, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",

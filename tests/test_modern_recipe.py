@@ -5,13 +5,11 @@ refused."""
 import csv
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.fixtures import ROOT
-from tests.test_kill_resume import KILLER, check_files_load, make_data
+from tests.test_kill_resume import check_files_load, make_data, run_killer
 
 EVERY_PART = ["--recipe", "modern", "--mosaic", "1", "--mixup", "0.5", "--close-mosaic", "1",
               "--label-smoothing", "0.1", "--multi-scale", "64-96", "--scale-every", "1",
@@ -28,12 +26,7 @@ def train(tmp_path, log_dir, *flags, kill=""):
             "--input-size", "64", "--batch-size", "4", "--unfreeze-batch-size", "4",
             "--freeze-epochs", "1", "--epochs", "3", "--val-split", "0.2",
             "--checkpoint-period", "1", "--no-tensorboard", *flags]
-    killer = tmp_path / "killer.py"
-    killer.write_text(KILLER)
-    env = dict(os.environ, KILL=kill, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
-               MPLBACKEND="Agg", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, str(killer), *argv], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return run_killer(tmp_path, argv, kill)
 
 
 def warmup_cosine(step, base, total, warmup, final):
