@@ -38,17 +38,17 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
-    from yolo3.evaluation import (detect_annotations, evaluate, format_table,  # Keras
-                                  plot_pr_curves, write_json)
+    from yolo3.evaluation import (detect_annotations, evaluate_packed,  # Keras
+                                  format_table, plot_pr_curves, write_json)
     from yolo3.detector import make_detector
     yolo = make_detector(args)
     progress = False if args.no_progress else None
     lines = read_annotations(args.annotations, num_classes=len(yolo.class_names),
                              skip_bad=args.skip_bad, progress=progress)
     with progress_bar(len(lines), "detecting", progress, unit="image") as advance:
-        ground_truth, detections, sizes = detect_annotations(yolo, lines, advance)
-    report, curves = evaluate(ground_truth, detections, yolo.class_names, sizes,
-                              progress=progress)
+        data = detect_annotations(yolo, lines, advance)
+    del lines       # the packed boxes are all the evaluation needs
+    report, curves = evaluate_packed(data, yolo.class_names, progress=progress)
     print(format_table(report, voc07=args.voc07))
     if args.json:
         write_json(report, args.json)

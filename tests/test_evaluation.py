@@ -212,3 +212,138 @@ def test_coco_progress_bar_on_a_terminal_only(capsys, monkeypatch):
     assert "COCO AP:" in err and "/2 [" in err
     ev.evaluate(GT, DETS, ["a", "b", "c", "d"], progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_packed_boxes_give_back_every_image(monkeypatch):
+    """Packed in chunks of 3 and joined: each image's rows come back as given,
+    empty images included; sizes as (w, h) rows."""
+    from yolo3 import packed_boxes
+    monkeypatch.setattr(packed_boxes, "CHUNK", 3)
+    rng = np.random.default_rng(3)
+    gts = [rng.uniform(0, 50, (k, 5)).round() for k in [2, 0, 1, 3, 0, 0, 4]]
+    dts = [dets(rng.uniform(0, 1, (k, 6)).round(2)) for k in [0, 3, 1, 0, 2, 0, 5]]
+    sizes = [(10 + i, 20 + i) for i in range(7)]
+    data = packed_boxes.pack(gts, dts, 60, sizes)
+    assert len(data) == 7 and data.gt_offsets.tolist() == [0, 2, 2, 3, 6, 6, 6, 10]
+    assert data.det_offsets.tolist() == [0, 0, 3, 4, 4, 6, 6, 11]
+    assert data.sizes.tolist() == [list(s) for s in sizes]
+    for gt, got in zip(gts, data.ground_truth()):
+        np.testing.assert_array_equal(got, gt)
+    for want, got in zip(dts, data.detections()):
+        for a, b in zip(want, got):
+            np.testing.assert_array_equal(b, a)
+    middle = data.detections(4, 6)
+    assert [len(s) for _, s, _ in middle] == [2, 0]
+    np.testing.assert_array_equal(middle[0][1], dts[4][1])
+    with pytest.raises(ValueError, match="7 ground-truth images but 6 detection lists"):
+        packed_boxes.pack(gts, dts[:6], 60)
+    with pytest.raises(UserError, match="class id -1 outside 0..1"):
+        packed_boxes.pack([np.zeros((0, 5))], [dets([[0, 0, 1, 1, .5, -1]])], 2)
+
+
+def per_image_voc(gts, dts, num_classes):
+    """The VOC evaluation image by image (detections gathered per class in
+    lists of small arrays, as before packing): per class (n_gt, tp, recall,
+    precision, AP, 11-point AP)."""
+    scores, flags = [[] for _ in range(num_classes)], [[] for _ in range(num_classes)]
+    n_gt = [0] * num_classes
+    for gt, (boxes, det_scores, classes) in zip(gts, dts):
+        for c in range(num_classes):
+            n_gt[c] += int(np.sum(gt[:, 4] == c))
+            sel = classes == c
+            scores[c] += list(det_scores[sel])
+            flags[c] += list(ev.match_image(gt[gt[:, 4] == c, :4], boxes[sel],
+                                            det_scores[sel]))
+    rows = []
+    for c in range(num_classes):
+        order = sorted(range(len(scores[c])), key=lambda j: -scores[c][j])   # stable
+        tp = np.cumsum([flags[c][j] for j in order])
+        precision = tp / np.arange(1, len(order) + 1)
+        recall = tp / n_gt[c] if n_gt[c] else np.zeros(len(order))
+        aps = (ev.voc_ap(recall, precision), ev.voc_ap(recall, precision, True))
+        rows.append((n_gt[c], int(sum(flags[c])), recall, precision,
+                     *(aps if n_gt[c] else (None, None))))
+    return rows
+
+
+def test_packed_report_is_the_per_image_and_pycocotools_report(monkeypatch):
+    """600 images packed 64 at a time, COCO in chunks of 150: the VOC numbers
+    equal an image-by-image evaluation's, the COCO ones a whole-set COCOeval's,
+    exactly."""
+    from yolo3 import coco_metrics, packed_boxes
+    monkeypatch.setattr(packed_boxes, "CHUNK", 64)
+    monkeypatch.setattr(coco_metrics, "CHUNK", 150)
+    rng = np.random.default_rng(11)
+    gts, dts = random_scene(rng, n_images=600)
+    for i in range(0, 600, 97):      # images without ground truth, without detections
+        gts[i] = np.zeros((0, 5))
+        dts[i + 1] = dets([])
+    dts = [(b, s.round(1), c) for b, s, c in dts]     # many tied scores across images
+    names = ["x", "y", "z", "w"]      # w: no ground truth, no detections
+    report, curves = ev.evaluate(gts, dts, names)
+    for c, (n_gt, tp, recall, precision, ap, ap11) in enumerate(per_image_voc(gts, dts, 3)):
+        row = report["per_class"][names[c]]
+        assert (row["gt"], row["tp"], row["AP50"], row["AP50_11point"]) == (n_gt, tp, ap, ap11)
+        assert row["detections"] == len(recall)
+        np.testing.assert_array_equal(curves[names[c]][0], recall)
+        np.testing.assert_array_equal(curves[names[c]][1], precision)
+    voc = per_image_voc(gts, dts, 3)
+    assert report["mAP50"] == float(np.mean([v[4] for v in voc]))
+    assert report["mAP50_11point"] == float(np.mean([v[5] for v in voc]))
+    stats, per_class = pycocotools_reference(gts, dts, 4)
+    assert [report["coco"][k] for k in ev.COCO_KEYS] == [max(s, 0.0) for s in stats]
+    assert [report["per_class"][n]["AP"] for n in names[:3]] == per_class[:3]
+    assert 0.2 < report["mAP50"] < 0.95
+    assert report["images"] == 600 and report["classes_without_ground_truth"] == ["w"]
+
+
+class JitterDetector:
+    """Each line's ground truth moved by up to 3 pixels, random scores, one
+    false positive per image; records the paths of every call."""
+    class_names = ("a", "b")
+
+    def __init__(self, lines):
+        self.truth = {line.path: line.boxes for line in lines}
+        self.rng = np.random.default_rng(0)
+        self.calls = []
+
+    def detect(self, paths, progress=None):
+        self.calls.append(list(paths))
+        results = []
+        for path in paths:
+            truth = self.truth[path]
+            rows = [[*(box[:4] + self.rng.uniform(-3, 3, 4)), self.rng.random(), box[4]]
+                    for box in truth] + [[0, 0, 4, 4, self.rng.random(), 1]]
+            results.append(dets(rows))
+        return results
+
+
+def test_detect_annotations_packs_chunk_by_chunk(tmp_path, monkeypatch):
+    """22 lines in chunks of 5: the detector sees 5, 5, 5, 5, 2 images; the
+    packed rows, sizes and report are those of the lines and detections."""
+    from PIL import Image
+
+    from yolo3.annotation_file import parse_line
+    monkeypatch.setattr(ev, "CHUNK", 5)
+    rng = np.random.default_rng(2)
+    lines = []
+    for i in range(22):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (40 + i, 30 + 2 * i)).save(path)
+        xy = rng.uniform(0, 15, (1 + i % 3, 2)).round(1)
+        boxes = " ".join(f"{x},{y},{x + 12},{y + 9},{i % 2}" for x, y in xy)
+        lines.append(parse_line(f"{path} {boxes}"))
+    detector = JitterDetector(lines)
+    data = ev.detect_annotations(detector, lines)
+    assert [len(c) for c in detector.calls] == [5, 5, 5, 5, 2]
+    assert data.sizes.tolist() == [[40 + i, 30 + 2 * i] for i in range(22)]
+    for line, gt in zip(lines, data.ground_truth()):
+        np.testing.assert_array_equal(gt, line.boxes)
+    again = JitterDetector(lines)   # the same detections, image by image
+    expected = again.detect([line.path for line in lines])
+    for want, got in zip(expected, data.detections()):
+        for a, b in zip(want, got):
+            np.testing.assert_array_equal(b, a)
+    report, _ = ev.evaluate_detector(JitterDetector(lines), lines, coco=False)
+    voc = per_image_voc([line.boxes.astype(float) for line in lines], expected, 2)
+    assert report["mAP50"] == float(np.mean([v[4] for v in voc])) and report["mAP"] is None

@@ -6,8 +6,8 @@ arrays per detection, and the accumulation and summary follow
 COCOeval.accumulate and COCOeval.summarize step by step, so the numbers are
 pycocotools' own.
 
-Inputs as yolo3.evaluation: per image, ground truth (n, 5) `x_min, y_min,
-x_max, y_max, class` and detections (boxes (k, 4), scores (k,), classes (k,)).
+Input: the ground truth and detections of all images, packed
+(yolo3.packed_boxes).
 Image ids are 0.., category id = class id + 1, annotation ids from 1
 (pycocotools treats id 0 as 'unmatched')."""
 import contextlib
@@ -105,13 +105,12 @@ class _Matches:
             matched = _joined(self.matched[cell], 1, T)
             ignored = _joined(self.ignored[cell], 1, T)
             for m, max_dets in enumerate(params.maxDets):
-                kept = ranks < max_dets       # each image's first max_dets
-                order = np.argsort(-scores[kept], kind="mergesort")
-                tps = matched[:, kept][:, order] & ~ignored[:, kept][:, order]
-                fps = ~matched[:, kept][:, order] & ~ignored[:, kept][:, order]
-                tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
-                fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
-                for t, (tp, fp) in enumerate(zip(tp_sum, fp_sum)):
+                kept = np.nonzero(ranks < max_dets)[0]     # each image's first max_dets
+                kept = kept[np.argsort(-scores[kept], kind="mergesort")]
+                for t in range(T):    # one threshold at a time: a row, not a (T, n) block
+                    hit, skip = matched[t, kept], ignored[t, kept]
+                    tp = np.cumsum(hit & ~skip).astype(dtype=float)
+                    fp = np.cumsum(~hit & ~skip).astype(dtype=float)
                     rc = tp / npig
                     pr = tp / (fp + tp + np.spacing(1))
                     recall[t, k, a, m] = rc[-1] if len(tp) else 0
@@ -142,24 +141,25 @@ def _chunk_records(gts, dets, num_classes, image_sizes, first_id):
     return evaluator.evalImgs
 
 
-def coco_metrics(gts, dets, num_classes, image_sizes=None, progress=None):
+def coco_metrics(data, num_classes, progress=None):
     """(summary dict over COCO_KEYS, per-class AP list (None for classes without
-    ground truth)) for checked inputs (yolo3.evaluation._check_inputs). A bar
-    over the images shows when `progress` (None: on a terminal)."""
+    ground truth)) of PackedBoxes (yolo3.packed_boxes). A bar over the images
+    shows when `progress` (None: on a terminal)."""
     from pycocotools.cocoeval import COCOeval
 
-    present = {int(c) for gt in gts for c in gt[:, 4]}
+    present = set(np.unique(data.gt[:, 4].astype(np.int64)).tolist())
     has_gt = [c in present for c in range(num_classes)]
-    if not present or not any(len(scores) for _, scores, _ in dets):
+    if not present or not len(data.scores):
         return dict.fromkeys(COCO_KEYS, 0.0), [0.0 if h else None for h in has_gt]
     evaluator = COCOeval(iouType="bbox")
     matches = _Matches(num_classes, evaluator.params)
-    with progress_bar(len(gts), "COCO AP", progress, unit="image") as advance:
-        for start in range(0, len(gts), CHUNK):
-            stop = min(start + CHUNK, len(gts))
-            sizes = image_sizes[start:stop] if image_sizes is not None else None
-            matches.add(_chunk_records(gts[start:stop], dets[start:stop], num_classes,
-                                       sizes, start))
+    with progress_bar(len(data), "COCO AP", progress, unit="image") as advance:
+        for start in range(0, len(data), CHUNK):
+            stop = min(start + CHUNK, len(data))
+            sizes = data.sizes[start:stop] if data.sizes is not None else None
+            matches.add(_chunk_records(data.ground_truth(start, stop),
+                                       data.detections(start, stop), num_classes, sizes,
+                                       start))
             advance(stop - start)
     precision, recall = matches.accumulate(evaluator.params)
     evaluator.eval = {"params": evaluator.params, "precision": precision, "recall": recall}

@@ -16,6 +16,7 @@ import numpy as np
 from .atomic import atomic_open, atomic_path
 from .coco_metrics import COCO_KEYS, coco_metrics
 from .errors import UserError
+from .packed_boxes import CHUNK, concatenate, pack
 
 IOU_THRESHOLD = 0.5
 
@@ -76,46 +77,28 @@ def match_image(gt_boxes, det_boxes, det_scores, iou_threshold=IOU_THRESHOLD):
     return tp
 
 
-def _check_inputs(ground_truth, detections, num_classes):
-    if len(ground_truth) != len(detections):
-        raise ValueError(f"{len(ground_truth)} ground-truth images but "
-                         f"{len(detections)} detection lists")
-    gts, dets = [], []
-    for gt, det in zip(ground_truth, detections):
-        gt = np.asarray(gt, dtype=np.float64).reshape(-1, 5)
-        boxes, scores, classes = det
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        classes = np.asarray(classes).reshape(-1).astype(np.int64)
-        for ids in (gt[:, 4].astype(np.int64), classes):
-            bad = ids[(ids < 0) | (ids >= num_classes)]
-            if bad.size:
-                raise UserError(f"class id {int(bad[0])} outside 0..{num_classes - 1} "
-                                f"({num_classes} classes)")
-        gts.append(gt)
-        dets.append((boxes, scores, classes))
-    return gts, dets
-
-
 def evaluate_voc(ground_truth, detections, num_classes, iou_threshold=IOU_THRESHOLD):
     """Per-class VOC AP at one IoU threshold -> list of dicts (one per class) with
     gt, detections, tp, ap (all-point), ap_11point, precision, recall (arrays)."""
-    gts, dets = _check_inputs(ground_truth, detections, num_classes)
-    n_gt = np.zeros(num_classes, np.int64)
-    scores = [[np.zeros(0)] for _ in range(num_classes)]
-    flags = [[np.zeros(0, bool)] for _ in range(num_classes)]
-    for gt, (boxes, det_scores, classes) in zip(gts, dets):
-        n_gt += np.bincount(gt[:, 4].astype(np.int64), minlength=num_classes)
-        for c in np.unique(classes):     # only the classes detected in this image
-            sel = classes == c
-            scores[c].append(det_scores[sel])
-            flags[c].append(match_image(gt[gt[:, 4] == c, :4], boxes[sel], det_scores[sel],
-                                        iou_threshold))
-    per_class = []
-    for c in range(num_classes):
-        per_class.append(_pr_curve(np.concatenate(scores[c]), np.concatenate(flags[c]),
-                                   int(n_gt[c])))
-    return per_class
+    return voc_per_class(pack(ground_truth, detections, num_classes), num_classes,
+                         iou_threshold)
+
+
+def voc_per_class(data, num_classes, iou_threshold=IOU_THRESHOLD):
+    """evaluate_voc on PackedBoxes: each image's detections are matched class by
+    class, their flags written into one array over all detections."""
+    n_gt = np.bincount(data.gt[:, 4].astype(np.int64), minlength=num_classes)
+    flags = np.zeros(len(data.scores), bool)
+    for i in np.nonzero(np.diff(data.det_offsets))[0]:     # images with detections
+        first, gt = data.det_offsets[i], data.ground_truth(i, i + 1)[0]
+        (boxes, scores, classes), = data.detections(i, i + 1)
+        for c in np.unique(classes):
+            sel = np.nonzero(classes == c)[0]
+            flags[first + sel] = match_image(gt[gt[:, 4] == c, :4], boxes[sel], scores[sel],
+                                             iou_threshold)
+    # Per class, the detections stay in image order, as the stable sort needs.
+    return [_pr_curve(data.scores[data.classes == c], flags[data.classes == c], int(n_gt[c]))
+            for c in range(num_classes)]
 
 
 def _pr_curve(scores, flags, n_gt):
@@ -135,8 +118,8 @@ def evaluate_coco(ground_truth, detections, num_classes, image_sizes=None, progr
     """COCO metrics as pycocotools' COCOeval computes them, in bounded memory
     (yolo3.coco_metrics) -> (summary dict, per-class AP list (None for classes
     without ground truth))."""
-    gts, dets = _check_inputs(ground_truth, detections, num_classes)
-    return coco_metrics(gts, dets, num_classes, image_sizes, progress)
+    return coco_metrics(pack(ground_truth, detections, num_classes, image_sizes),
+                        num_classes, progress)
 
 
 def evaluate(ground_truth, detections, class_names, image_sizes=None, coco=True,
@@ -147,11 +130,16 @@ def evaluate(ground_truth, detections, class_names, image_sizes=None, coco=True,
     COCO AP@[.5:.95]. Classes without ground truth are listed and left out. A
     bar shows the COCO evaluation when `progress` (None: on a terminal).
     """
+    data = pack(ground_truth, detections, len(class_names), image_sizes)
+    return evaluate_packed(data, class_names, coco, progress)
+
+
+def evaluate_packed(data, class_names, coco=True, progress=None):
+    """evaluate on PackedBoxes (yolo3.packed_boxes) -> (report, curves)."""
     num_classes = len(class_names)
-    voc = evaluate_voc(ground_truth, detections, num_classes)
+    voc = voc_per_class(data, num_classes)
     if coco:
-        summary, coco_ap = evaluate_coco(ground_truth, detections, num_classes, image_sizes,
-                                         progress)
+        summary, coco_ap = coco_metrics(data, num_classes, progress)
     else:
         summary, coco_ap = None, [None] * num_classes
     per_class, curves, missing = {}, {}, []
@@ -167,7 +155,7 @@ def evaluate(ground_truth, detections, class_names, image_sizes=None, coco=True,
             curves[name] = (v["recall"], v["precision"])
     scored = [v for v in voc if v["gt"]]
     report = {
-        "images": len(ground_truth),
+        "images": len(data),
         "mAP50": float(np.mean([v["ap"] for v in scored])) if scored else 0.0,
         "mAP50_11point": float(np.mean([v["ap_11point"] for v in scored])) if scored else 0.0,
         "mAP": summary["AP"] if summary else None,
@@ -244,21 +232,27 @@ def plot_pr_curves(curves, report, path):
 
 def detect_annotations(detector, lines, progress=None):
     """Run `detector` on the images of annotation lines (AnnotationLine objects or
-    strings) -> (ground truth list, detections list, image sizes (w, h))."""
+    strings) -> PackedBoxes of their ground truth, detections and image sizes
+    (w, h). The images go through in chunks, each packed before the next, so
+    nothing per image is kept but its rows in the packed arrays."""
     from .annotation_file import as_annotation_lines
     from .images import image_size
 
     lines = as_annotation_lines(lines)
-    detections = detector.detect([line.path for line in lines], progress=progress)
-    ground_truth = [np.asarray(line.boxes, np.float64).reshape(-1, 5) for line in lines]
-    sizes = [image_size(line.path) for line in lines]
-    return ground_truth, [tuple(d) for d in detections], sizes
+    parts = []
+    for start in range(0, len(lines), CHUNK):
+        chunk = lines[start:start + CHUNK]
+        detections = detector.detect([line.path for line in chunk], progress=progress)
+        parts.append(pack([line.boxes for line in chunk], detections,
+                          len(detector.class_names),
+                          [image_size(line.path) for line in chunk]))
+    return concatenate(parts) if parts else pack([], [], len(detector.class_names), [])
 
 
 def evaluate_detector(detector, lines, progress=None, coco=True):
     """detect_annotations + evaluate -> (report, curves)."""
-    ground_truth, detections, sizes = detect_annotations(detector, lines, progress)
-    return evaluate(ground_truth, detections, detector.class_names, sizes, coco=coco)
+    return evaluate_packed(detect_annotations(detector, lines, progress),
+                           detector.class_names, coco)
 
 
 def validation_detector(body, class_names, anchors, input_shape, mask=None, score=0.001,
