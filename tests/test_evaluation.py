@@ -235,6 +235,8 @@ def test_packed_boxes_give_back_every_image(monkeypatch):
     middle = data.detections(4, 6)
     assert [len(s) for _, s, _ in middle] == [2, 0]
     np.testing.assert_array_equal(middle[0][1], dts[4][1])
+    empty = packed_boxes.pack([], [], 2, [])
+    assert len(empty) == 0 and empty.gt.shape == (0, 5) and empty.detections() == []
     with pytest.raises(ValueError, match="7 ground-truth images but 6 detection lists"):
         packed_boxes.pack(gts, dts[:6], 60)
     with pytest.raises(UserError, match="class id -1 outside 0..1"):

@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import atomic_open, atomic_path
 from .coco_metrics import COCO_KEYS, coco_metrics
 from .errors import UserError
-from .packed_boxes import CHUNK, concatenate, pack
+from .packed_boxes import CHUNK, Packer, pack
 
 IOU_THRESHOLD = 0.5
 
@@ -239,14 +239,13 @@ def detect_annotations(detector, lines, progress=None):
     from .images import image_size
 
     lines = as_annotation_lines(lines)
-    parts = []
+    packer = Packer(len(detector.class_names))
     for start in range(0, len(lines), CHUNK):
         chunk = lines[start:start + CHUNK]
-        detections = detector.detect([line.path for line in chunk], progress=progress)
-        parts.append(pack([line.boxes for line in chunk], detections,
-                          len(detector.class_names),
-                          [image_size(line.path) for line in chunk]))
-    return concatenate(parts) if parts else pack([], [], len(detector.class_names), [])
+        packer.add([line.boxes for line in chunk],
+                   detector.detect([line.path for line in chunk], progress=progress),
+                   [image_size(line.path) for line in chunk])
+    return packer.result()
 
 
 def evaluate_detector(detector, lines, progress=None, coco=True):

@@ -48,18 +48,49 @@ def pack(ground_truth, detections, num_classes, image_sizes=None):
     if len(ground_truth) != len(detections):
         raise ValueError(f"{len(ground_truth)} ground-truth images but "
                          f"{len(detections)} detection lists")
-    parts = []
+    packer = Packer(num_classes)
     for start in range(0, len(ground_truth), CHUNK):
         stop = start + CHUNK
-        parts.append(_pack_chunk(ground_truth[start:stop], detections[start:stop],
-                                 None if image_sizes is None else image_sizes[start:stop]))
-    packed = concatenate(parts) if parts else _pack_chunk([], [], image_sizes)
-    for ids in (packed.gt[:, 4].astype(np.int64), packed.classes):
-        bad = ids[(ids < 0) | (ids >= num_classes)]
-        if bad.size:
-            raise UserError(f"class id {int(bad[0])} outside 0..{num_classes - 1} "
-                            f"({num_classes} classes)")
-    return packed
+        packer.add(ground_truth[start:stop], detections[start:stop],
+                   None if image_sizes is None else image_sizes[start:stop])
+    return packer.result()
+
+
+class Packer:
+    """PackedBoxes built chunk by chunk: add() packs the arrays of a chunk of
+    images at once (its per-image arrays can then go), result() joins the
+    chunks."""
+
+    def __init__(self, num_classes):
+        self.num_classes = num_classes
+        self.chunks = []
+
+    def add(self, ground_truth, detections, image_sizes=None):
+        """One chunk: per-image ground truth, detections and (w, h) sizes."""
+        chunk = _pack_chunk(ground_truth, detections, image_sizes)
+        for ids in (chunk.gt[:, 4].astype(np.int64), chunk.classes):
+            bad = ids[(ids < 0) | (ids >= self.num_classes)]
+            if bad.size:
+                raise UserError(f"class id {int(bad[0])} outside 0..{self.num_classes - 1} "
+                                f"({self.num_classes} classes)")
+        self.chunks.append(chunk)
+
+    def result(self):
+        """The PackedBoxes of every chunk added, images in order."""
+        chunks = self.chunks or [_pack_chunk([], [], [])]
+
+        def offsets(name, rows):     # each chunk's start from 0: add the rows before it
+            shifts = np.cumsum([0] + [len(getattr(c, rows)) for c in chunks[:-1]])
+            return np.concatenate([getattr(chunks[0], name)[:1]] + [
+                getattr(c, name)[1:] + shift for c, shift in zip(chunks, shifts)])
+
+        def joined(name):
+            pieces = [getattr(c, name) for c in chunks]
+            return None if any(p is None for p in pieces) else np.concatenate(pieces)
+
+        return PackedBoxes(joined("gt"), offsets("gt_offsets", "gt"), joined("boxes"),
+                           joined("scores"), joined("classes"),
+                           offsets("det_offsets", "scores"), joined("sizes"))
 
 
 def _pack_chunk(ground_truth, detections, image_sizes):
@@ -81,18 +112,3 @@ def _join(arrays, empty_shape, dtype):
 
 def _offsets(arrays):
     return np.concatenate([[0], np.cumsum([len(a) for a in arrays], dtype=np.int64)])
-
-
-def concatenate(parts):
-    """One PackedBoxes of several, images in order."""
-    def offsets(name, rows):
-        shifts = np.cumsum([0] + [len(getattr(p, rows)) for p in parts[:-1]])
-        return np.concatenate([getattr(parts[0], name)[:1]] + [
-            getattr(p, name)[1:] + shift for p, shift in zip(parts, shifts)])
-
-    sizes = [p.sizes for p in parts]
-    return PackedBoxes(
-        np.concatenate([p.gt for p in parts]), offsets("gt_offsets", "gt"),
-        np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
-        np.concatenate([p.classes for p in parts]), offsets("det_offsets", "scores"),
-        None if any(s is None for s in sizes) else np.concatenate(sizes))
