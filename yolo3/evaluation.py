@@ -5,7 +5,8 @@ logs the validation mAP50 during training.
 Inputs everywhere: per image, ground truth (n, 5) `x_min, y_min, x_max, y_max,
 class` and detections (boxes (k, 4) `x_min, y_min, x_max, y_max`, scores (k,),
 classes (k,)), all in image pixels. Boxes are continuous coordinates: area =
-(x_max - x_min) * (y_max - y_min), no "+1" (as pycocotools).
+(x_max - x_min) * (y_max - y_min), no "+1" (as pycocotools). Inside, and for
+evaluate_packed, they are packed into flat arrays (yolo3.packed_boxes).
 """
 import json
 import math

@@ -7,7 +7,8 @@ are `x_min, y_min, x_max, y_max, class`; detection rows are a box `x_min,
 y_min, x_max, y_max`, a score and a class. Everything is float64 (boxes,
 scores) and int64 (classes), the types the evaluation computes in.
 """
-from typing import NamedTuple, Optional
+import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from .errors import UserError
 CHUNK = 1000    # images converted at a time before their arrays are joined
 
 
-class PackedBoxes(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class PackedBoxes:
     gt: np.ndarray             # (G, 5) float64
     gt_offsets: np.ndarray     # (images + 1,) int64
     boxes: np.ndarray          # (D, 4) float64
