@@ -88,15 +88,15 @@ def test_save_and_load(tmp_path):
     model.set_weights([w * 2 for w in model.get_weights()])
     ema.update()
     ema.update()
-    ema.save(tmp_path / "ema.npz")
+    ema.save_state(tmp_path / "ema.npz")
     other = WeightEMA(bn_model(seed=5))
-    assert other.load(tmp_path / "ema.npz")
+    assert other.load_state(tmp_path / "ema.npz")
     assert other.updates == 2
     for got, want in zip(weights(other.shadow), weights(ema.shadow)):
         np.testing.assert_array_equal(got, want)
     inputs = keras.Input((3,))
     different = WeightEMA(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
-    assert not different.load(tmp_path / "ema.npz") and different.updates == 0
+    assert not different.load_state(tmp_path / "ema.npz") and different.updates == 0
 
 
 def fit_data(n=8):

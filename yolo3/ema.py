@@ -93,14 +93,14 @@ class WeightEMA(keras.callbacks.Callback):
                 self.take_out()
 
     # -- resume state ---------------------------------------------------------------
-    def save(self, path):
+    def save_state(self, path):
         """The shadow weights and the update count, atomically (.npz)."""
         arrays = {f"v{i:05d}": ops.convert_to_numpy(e) for i, e in enumerate(self.shadow)}
         with atomic_path(path) as temp:
             with open(temp, "wb") as handle:
                 np.savez(handle, updates=np.int64(self.updates), **arrays)
 
-    def load(self, path):
+    def load_state(self, path):
         """Read what save() wrote; False (and nothing changed) when it does not
         fit this model's weights."""
         with np.load(path, allow_pickle=False) as data:

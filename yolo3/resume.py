@@ -49,7 +49,7 @@ def write_state(folder, body, optimizer, state, ema=None):
                 np.savez(handle, **arrays)
     if ema is not None:
         state["ema"] = f"ema-{tag}.npz"
-        ema.save(os.path.join(folder, state["ema"]))
+        ema.save_state(os.path.join(folder, state["ema"]))
     with atomic_open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as handle:
         json.dump(state, handle, indent=1)
     keep = {state["weights"], state.get("optimizer"), state.get("ema"), STATE_FILE}
@@ -174,7 +174,7 @@ class ResumeStore:
         """The saved average, or (none saved, or it does not fit) a new average
         starting at the restored weights."""
         name = state.get("ema")
-        if name and self.ema.load(os.path.join(self.folder, name)):
+        if name and self.ema.load_state(os.path.join(self.folder, name)):
             return
         print("note: no fitting saved weight average; the average starts afresh")
         self.ema.reset()
