@@ -66,8 +66,8 @@ def test_every_part_killed_and_resumed(tmp_path):
 def test_xla_mixed_precision_and_mirrored(tmp_path):
     make_data(tmp_path / "data")
     log_dir = tmp_path / "logs"
-    run = train(tmp_path, log_dir, "--recipe", "modern", "--multi-scale", "64-96",
-                "--scale-every", "1", "--jit", "--mixed-precision", "--strategy", "mirrored")
+    run = train(tmp_path, log_dir, "--recipe", "modern", "--jit", "--mixed-precision",
+                "--strategy", "mirrored")
     assert run.returncode == 0, run.stderr[-2000:]
     with open(log_dir / "training_log.csv", newline="") as handle:
         losses = [float(r["loss"]) for r in csv.DictReader(handle)]
