@@ -14,7 +14,8 @@ OUT/runs/SET-VARIANT-sSEED/, and a run whose result exists is not repeated, so
 the command continues where a killed one stopped and new variants or seeds add
 to the same table. Runs go seed by seed, so a cut-short protocol still compares
 the recipes on the same seeds. Writes OUT/results.md (mean and standard
-deviation over the seeds) and OUT/results.json.
+deviation over the seeds) and OUT/results.json over every finished run in OUT,
+also those of other invocations; --report only writes them.
 
 Both recipes get the same epoch budget (--freeze-epochs, --epochs), input size
 and anchors (darknet's tiny anchors, which the pretrained heads were trained
@@ -158,6 +159,8 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=256, help="input size (both recipes)")
     p.add_argument("--freeze-epochs", type=int, default=5)
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: write the table of the runs already in --out")
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
     weights, sets = prepare(os.path.abspath(args.data), out)
@@ -169,22 +172,40 @@ def main(argv=None):
             plan += [(name, v, seed) for v in args.variants.split(",") if v]
             if name == args.ablation and i < args.ablation_seeds:
                 plan += [(name, v, seed) for v in ABLATION]
+    if not args.report:
+        for name, variant, seed in plan:
+            folder = os.path.join(out, "runs", f"{name}-{variant}-s{seed}")
+            print(f"{name} {variant} seed {seed} ...", flush=True)
+            result = one_run(folder, weights, sets[name], table[variant], seed, args)
+            print(f"  AP {result['AP']:.3f} AP50 {result['AP50']:.3f} "
+                  f"({result['train_seconds']:.0f} s)", flush=True)
+            write_report(out, args)
+    print(write_report(out, args))
+
+
+def collected(out):
+    """{(set, variant): [result, ...]} of every finished run in OUT/runs."""
     results = {}
-    for name, variant, seed in plan:
-        folder = os.path.join(out, "runs", f"{name}-{variant}-s{seed}")
-        print(f"{name} {variant} seed {seed} ...", flush=True)
-        result = one_run(folder, weights, sets[name], table[variant], seed, args)
-        print(f"  AP {result['AP']:.3f} AP50 {result['AP50']:.3f} "
-              f"({result['train_seconds']:.0f} s)", flush=True)
-        results.setdefault((name, variant), []).append(result)
-        rows, summary = summarise(results)
-        with open(os.path.join(out, "results.md"), "w") as handle:
-            handle.write(f"input {args.size}, epochs {args.freeze_epochs} frozen + "
-                         f"{args.epochs - args.freeze_epochs} all, seeds {args.seeds}\n\n")
-            handle.write("\n".join(rows) + "\n")
-        with open(os.path.join(out, "results.json"), "w") as handle:
-            json.dump(summary, handle, indent=1)
-    print("\n".join(summarise(results)[0]))
+    runs = os.path.join(out, "runs")
+    for folder in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        path = os.path.join(runs, folder, "result.json")
+        if os.path.isfile(path):
+            data_set, variant = folder.rsplit("-s", 1)[0].split("-", 1)
+            with open(path) as handle:
+                results.setdefault((data_set, variant), []).append(json.load(handle))
+    return results
+
+
+def write_report(out, args):
+    """OUT/results.md and results.json over every finished run; the markdown."""
+    rows, summary = summarise(collected(out))
+    text = (f"input {args.size}, epochs {args.freeze_epochs} frozen + "
+            f"{args.epochs - args.freeze_epochs} all\n\n" + "\n".join(rows) + "\n")
+    with open(os.path.join(out, "results.md"), "w") as handle:
+        handle.write(text)
+    with open(os.path.join(out, "results.json"), "w") as handle:
+        json.dump(summary, handle, indent=1)
+    return text
 
 
 if __name__ == "__main__":
