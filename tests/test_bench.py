@@ -258,3 +258,23 @@ def test_gpu_jax_smoke_on_cpu(tmp_path):
     assert t["images_per_s"] > 0 and t["loss"] == t["loss"]  # finite, not NaN
     assert t["mfu"] == pytest.approx(t["tflops"] / 989.0)
     assert r["pipeline"]["workers"] == 2 and r["pipeline"]["images_per_s"] > 0
+
+
+# ---- the recipe protocol's table ----------------------------------------------------
+
+def test_recipes_report_means_and_sample_sd_over_seeds(tmp_path):
+    from bench.recipes import collected, summarise
+    runs = {"raccoon-modern-s1": 0.20, "raccoon-modern-s2": 0.30, "raccoon-modern-s3": 0.40,
+            "bccd-modern-no-mosaic-s1": 0.25}
+    for folder, ap in runs.items():
+        (tmp_path / "runs" / folder).mkdir(parents=True)
+        (tmp_path / "runs" / folder / "result.json").write_text(json.dumps(
+            {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2, "train_seconds": 100.0}))
+    (tmp_path / "runs" / "raccoon-faithful-s1").mkdir()          # unfinished: no result
+    results = collected(str(tmp_path))
+    assert sorted(results) == [("bccd", "modern-no-mosaic"), ("raccoon", "modern")]
+    rows, summary = summarise(results)
+    # AP in points: mean of 20, 30, 40 = 30; sample SD = sqrt((100 + 0 + 100) / 2) = 10
+    assert summary["raccoon/modern"]["AP"] == pytest.approx({"mean": 30.0, "sd": 10.0})
+    assert summary["bccd/modern-no-mosaic"]["seeds"] == 1
+    assert "| raccoon | modern | 3 | 30.0 ± 10.0 | 60.0 ± 20.0 | 15.0 ± 5.0 |" in rows[-1]
