@@ -224,7 +224,10 @@ def test_kill_at_several_moments_then_resume(tmp_path):
 def test_ctrl_c_saves_the_weights_and_exits_cleanly(tmp_path):
     """Ctrl-C in the middle of an epoch: the current weights are saved as
     `interrupted`, one error line says where and how to continue, exit status 130."""
-    make_data(tmp_path / "data")
+    # 40 images: 8 batches an epoch, so the interrupt lands with batches still to
+    # come even when a loaded machine delays its delivery (with 2 batches the
+    # epoch sometimes ended first and the run finished normally)
+    make_data(tmp_path / "data", count=40)
     log_dir = tmp_path / "log"
     run = train(tmp_path, log_dir, kill="sigint:1", freeze_epochs=1, epochs=1)
     assert run.returncode == 130, run.stderr[-3000:]
