@@ -1,5 +1,5 @@
 """Backend neutrality is real: the core tests (targets, loss, IoU losses, decoding,
-model) run again in a subprocess with KERAS_BACKEND=jax."""
+model, Adam) run again in a subprocess with KERAS_BACKEND=jax."""
 import importlib.util
 import os
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 CORE_TESTS = ["test_targets.py", "test_loss.py", "test_box_losses.py", "test_decode.py",
-              "test_model.py"]
+              "test_model.py", "test_adam.py"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")

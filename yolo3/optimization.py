@@ -26,6 +26,7 @@ import math
 import keras
 from keras import ops
 
+from .adam import Adam, AdamW
 from .errors import UserError
 from .recipes import OPTIMIZERS
 
@@ -50,7 +51,8 @@ def make_optimizer(name, learning_rate, model, weight_decay=0.0, momentum=0.937,
                    accumulate=1):
     """The optimizer `name` ("adam", "adamw" or "sgd") for `model`.
     learning_rate: a float or a LearningRateSchedule. "adam" is the original's
-    Adam(learning_rate); "sgd" uses Nesterov momentum. weight_decay (decoupled,
+    Adam(learning_rate) (yolo3.adam's, Keras's numbers through TensorFlow's fused
+    kernel); "sgd" uses Nesterov momentum. weight_decay (decoupled,
     see the module's docstring) applies to decayed_variables(model) only.
     accumulate: apply the mean gradient of that many batches at once."""
     if name not in OPTIMIZERS:
@@ -68,9 +70,9 @@ def make_optimizer(name, learning_rate, model, weight_decay=0.0, momentum=0.937,
     if accumulate > 1:
         options["gradient_accumulation_steps"] = int(accumulate)
     if name == "adam":
-        return keras.optimizers.Adam(**options)
+        return Adam(**options)
     if name == "adamw":
-        optimizer = keras.optimizers.AdamW(weight_decay=weight_decay, **options)
+        optimizer = AdamW(weight_decay=weight_decay, **options)
     else:
         optimizer = keras.optimizers.SGD(momentum=momentum, nesterov=True,
                                          weight_decay=weight_decay or None, **options)
