@@ -4,10 +4,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from .adam import Adam
 from .anchors import anchor_masks
 from .kinds import darknet_index, get_kind, kind_for_anchors, kind_of_body
 from .model import YoloLoss
+from .optimization import make_optimizer
 from .weights import load_weights
 
 def build_body(num_anchors, num_classes, input_shape=(None, None), kind=None):
@@ -111,10 +111,11 @@ def yolo_loss_metric(y_true, y_pred):
 
 def compile_model(model, lr, jit_compile="auto", optimizer=None):
     """Compile with `optimizer` (a Keras optimizer; by default the original's
-    Adam(lr), as yolo3.adam.Adam); the model's output is the loss, so y_true is ignored. Logs the
-    pure YOLO loss as `yolo_loss_metric` beside Keras's `loss` (which adds L2)."""
+    Adam(lr), make_optimizer("adam", lr, model)); the model's output is the loss,
+    so y_true is ignored. Logs the pure YOLO loss as `yolo_loss_metric` beside
+    Keras's `loss` (which adds L2)."""
     if optimizer is None:
-        optimizer = Adam(learning_rate=lr)
+        optimizer = make_optimizer("adam", lr, model)
     model.compile(optimizer=optimizer,
                   loss={"yolo_loss": lambda y_true, y_pred: y_pred},
                   metrics={"yolo_loss": [yolo_loss_metric]},
